@@ -1,0 +1,1 @@
+"""Console scripts: ``yakvs-server``, ``yakvs-raft`` and ``yakvs-client``."""
