@@ -9,9 +9,21 @@ Reply: ``{"status": "success", "value": "v", "ttl": 299999000000}`` or
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+import orjson
+
+from yakvs.errors import (
+    BadRequestError,
+    KeyNotFoundError,
+    UnknownCommandError,
+    YakvsError,
+    error_from_code,
+)
 
 
 class Op(StrEnum):
@@ -45,6 +57,9 @@ class Request:
     limit: int = 0
     # Reads only: overrides the server's default read consistency.
     consistency: Consistency | None = None
+    # SET only: absolute expiry in epoch milliseconds, filled in by the server from expires_in
+    # when the request arrives (never sent on the wire); None = no expiry.
+    expires_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +80,283 @@ class Reply:
     info: dict[str, Any] | None = None
     # NOT_LEADER: the leader's client address, when known.
     leader: str | None = None
+
+
+# The Go original's messages, kept verbatim: its users may match on them.
+MSG_NOT_FOUND = "Key not found"
+MSG_NOT_FOUND_OR_EXPIRED = "Key not found or expired"
+MSG_KEY_REQUIRED = "Key is required"
+MSG_UNKNOWN_COMMAND = "Unknown command"
+MSG_INVALID_FORMAT = "Invalid command format"
+
+NS_PER_MS = 1_000_000
+# Longest accepted expires_in: ten years. Bounds absolute expiry times to sane epoch values and
+# keeps every TTL within Go's int64 Duration.
+MAX_EXPIRES_IN_NS = 10 * 366 * 24 * 3600 * 1_000_000_000
+DEFAULT_MAX_LINE = 1 << 20
+
+OK = Reply()
+PONG = Reply(value="PONG")
+_OK_LINE = b'{"status":"success"}\n'
+
+_OPS: dict[str, Op] = {op.value: op for op in Op}
+_KEYED = frozenset({Op.SET, Op.GET, Op.DELETE, Op.TTL, Op.EXISTS})
+_CONSISTENCY: dict[str, Consistency] = {c.value: c for c in Consistency}
+# Any request line is a JSON object, so a first line starting with an HTTP method is a browser,
+# a health checker or curl that dialled the wrong port.
+_HTTP_RE = re.compile(rb"\s*(GET|POST|PUT|HEAD|DELETE|OPTIONS|PATCH|CONNECT|TRACE|PRI) ")
+
+
+def looks_like_http(data: bytes) -> bool:
+    """True when the first bytes of a connection are an HTTP request line."""
+    return _HTTP_RE.match(data) is not None
+
+
+class LineBuffer:
+    """Splits a byte stream into lines, never holding more than ``max_line`` bytes of one line.
+
+    After an oversized line ``overflowed`` is set and nothing more is returned: the caller answers
+    TOO_LARGE and closes, because the rest of the stream cannot be re-synchronised cheaply.
+    """
+
+    __slots__ = ("_max", "_parts", "_size", "overflowed")
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self._max = max_line
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.overflowed = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return the complete lines (without their newline) in order."""
+        if self.overflowed:
+            return []
+        if b"\n" not in data:
+            self._size += len(data)
+            if self._size > self._max:
+                self._overflow()
+            else:
+                self._parts.append(data)
+            return []
+        if self._parts:
+            self._parts.append(data)
+            data = b"".join(self._parts)
+            self._parts.clear()
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        limit = self._max
+        for i, line in enumerate(lines):
+            if len(line) > limit:
+                self._overflow()
+                return lines[:i]
+        if len(tail) > limit:
+            self._overflow()
+            return lines
+        self._size = len(tail)
+        if tail:
+            self._parts.append(tail)
+        return lines
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished line held."""
+        return self._size
+
+    def _overflow(self) -> None:
+        self.overflowed = True
+        self._parts.clear()
+        self._size = 0
+
+
+def _bad(detail: str) -> BadRequestError:
+    return BadRequestError(f"{MSG_INVALID_FORMAT}: {detail}")
+
+
+def decode_request(line: bytes | str, now_ms: int | None = None) -> Request:
+    """Parse one request line; raises :class:`BadRequestError` (or a subclass) when invalid.
+
+    With ``now_ms`` (the server's clock when the line arrived) a SET's ``expires_in`` is also
+    pinned to an absolute ``expires_at``.
+    """
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise BadRequestError(MSG_INVALID_FORMAT) from None
+    if type(obj) is not dict:
+        raise _bad("expected a JSON object")
+    return request_from_dict(obj, now_ms)
+
+
+def request_from_dict(obj: dict[str, Any], now_ms: int | None = None) -> Request:
+    """Validate a decoded JSON object into a :class:`Request`."""
+    name = obj.get("op")
+    if type(name) is not str:
+        if name is None:
+            raise UnknownCommandError(MSG_UNKNOWN_COMMAND)
+        raise _bad("op must be a string")
+    op = _OPS.get(name) or _OPS.get(name.upper())
+    if op is None:
+        raise UnknownCommandError(MSG_UNKNOWN_COMMAND)
+    key = obj.get("key", "")
+    if type(key) is not str:
+        raise _bad("key must be a string")
+    if not key and op in _KEYED:
+        raise BadRequestError(MSG_KEY_REQUIRED)
+    if op is Op.SET:
+        value = obj.get("value", "")
+        if type(value) is not str:
+            raise _bad("value must be a string")
+        expires_in = obj.get("expires_in", 0)
+        if type(expires_in) is not int:
+            raise _bad("expires_in must be an integer number of nanoseconds")
+        if expires_in < 0 or expires_in > MAX_EXPIRES_IN_NS:
+            raise _bad(f"expires_in must be between 0 and {MAX_EXPIRES_IN_NS} nanoseconds")
+        if expires_in and now_ms is not None:
+            # Sub-millisecond TTLs round up: a key set with a TTL must never live forever.
+            expires_at = now_ms + max(1, expires_in // NS_PER_MS)
+            return Request(op, key, value, expires_in, expires_at=expires_at)
+        return Request(op, key, value, expires_in)
+    consistency = obj.get("consistency")
+    if consistency is not None:
+        consistency = _CONSISTENCY.get(consistency) if type(consistency) is str else None
+        if consistency is None:
+            raise _bad("consistency must be 'linearizable' or 'stale'")
+    if op is Op.KEYS:
+        prefix = obj.get("prefix", "")
+        limit = obj.get("limit", 0)
+        if type(prefix) is not str:
+            raise _bad("prefix must be a string")
+        if type(limit) is not int or limit < 0:
+            raise _bad("limit must be a non-negative integer")
+        return Request(op, prefix=prefix, limit=limit, consistency=consistency)
+    if consistency is None:
+        return Request(op, key)
+    return Request(op, key, consistency=consistency)
+
+
+def with_expiry(request: Request, now_ms: int) -> Request:
+    """Pin a SET's relative ``expires_in`` to an absolute epoch-ms expiry, as of ``now_ms``."""
+    if request.expires_in <= 0:
+        return request
+    expires_at = now_ms + max(1, request.expires_in // NS_PER_MS)
+    return Request(
+        request.op, request.key, request.value, request.expires_in, expires_at=expires_at
+    )
+
+
+def encode_request(request: Request) -> bytes:
+    """One request as a JSON line, the way the clients send it."""
+    obj: dict[str, Any] = {"op": request.op.value}
+    if request.key:
+        obj["key"] = request.key
+    if request.op is Op.SET:
+        obj["value"] = request.value
+        if request.expires_in:
+            obj["expires_in"] = request.expires_in
+    elif request.op is Op.KEYS:
+        if request.prefix:
+            obj["prefix"] = request.prefix
+        if request.limit:
+            obj["limit"] = request.limit
+    if request.consistency is not None:
+        obj["consistency"] = request.consistency.value
+    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def error_reply(exc: YakvsError) -> Reply:
+    """The reply that carries ``exc`` over the wire."""
+    leader = getattr(exc, "leader", None)
+    return Reply(ok=False, code=exc.code, message=exc.message, leader=leader)
+
+
+NOT_FOUND = error_reply(KeyNotFoundError(MSG_NOT_FOUND))
+NOT_FOUND_OR_EXPIRED = error_reply(KeyNotFoundError(MSG_NOT_FOUND_OR_EXPIRED))
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """One reply as a JSON line. Integers stay JSON integers: Go decodes ``ttl`` as an int64."""
+    if reply is OK:
+        return _OK_LINE
+    if reply.ok:
+        obj: dict[str, Any] = {"status": "success"}
+        if reply.value is not None:
+            obj["value"] = reply.value
+        if reply.ttl is not None:
+            obj["ttl"] = reply.ttl
+        if reply.exists is not None:
+            obj["exists"] = reply.exists
+        if reply.keys is not None:
+            obj["keys"] = reply.keys
+        if reply.info is not None:
+            obj["info"] = reply.info
+    else:
+        obj = {"status": "error", "code": reply.code, "message": reply.message}
+        if reply.leader is not None:
+            obj["leader"] = reply.leader
+    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def encode_replies(replies: Iterable[Reply]) -> bytes:
+    """Several replies as one buffer, so a pipelined batch is answered with one write."""
+    return b"".join([encode_reply(r) for r in replies])
+
+
+def decode_reply(line: bytes | str) -> Reply:
+    """Parse one reply line (client side); raises :class:`BadRequestError` when it is garbage."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise BadRequestError("Malformed reply from server") from None
+    if type(obj) is not dict:
+        raise BadRequestError("Malformed reply from server")
+    status = obj.get("status")
+    if status == "success":
+        keys = obj.get("keys")
+        return Reply(
+            ok=True,
+            value=obj.get("value"),
+            ttl=obj.get("ttl"),
+            exists=obj.get("exists"),
+            keys=tuple(keys) if keys is not None else None,
+            info=obj.get("info"),
+        )
+    if status == "error":
+        message = obj.get("message")
+        code = obj.get("code")
+        if code is None:
+            # A server speaking the Go original's dialect sends no code; its messages are fixed.
+            code = KeyNotFoundError.code if message and "not found" in message else "ERROR"
+        return Reply(ok=False, code=code, message=message, leader=obj.get("leader"))
+    raise BadRequestError("Malformed reply from server")
+
+
+def raise_for_error(reply: Reply) -> Reply:
+    """Return ``reply`` when it succeeded; raise the typed error its code stands for otherwise."""
+    if reply.ok:
+        return reply
+    raise error_from_code(reply.code, reply.message, leader=reply.leader)
+
+
+__all__ = [
+    "DEFAULT_MAX_LINE",
+    "MAX_EXPIRES_IN_NS",
+    "NOT_FOUND",
+    "NOT_FOUND_OR_EXPIRED",
+    "OK",
+    "PONG",
+    "Consistency",
+    "LineBuffer",
+    "Op",
+    "Reply",
+    "Request",
+    "decode_reply",
+    "decode_request",
+    "encode_replies",
+    "encode_reply",
+    "encode_request",
+    "error_reply",
+    "looks_like_http",
+    "raise_for_error",
+    "request_from_dict",
+    "with_expiry",
+]

@@ -1,0 +1,238 @@
+"""LocalBackend: the standalone server's backend, a :class:`~yakvs.store.Store` on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from yakvs import __version__
+from yakvs.backend import Backend
+from yakvs.errors import StorageError, UnavailableError, YakvsError
+from yakvs.protocol import (
+    NOT_FOUND,
+    NOT_FOUND_OR_EXPIRED,
+    NS_PER_MS,
+    OK,
+    PONG,
+    Op,
+    Reply,
+    Request,
+    error_reply,
+)
+
+if TYPE_CHECKING:
+    from yakvs.store import Store
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KEYS_LIMIT = 1000
+_WRITES = frozenset({Op.SET, Op.DELETE})
+_INTERNAL = error_reply(UnavailableError("Internal error"))
+
+
+class LocalBackend(Backend):
+    """Runs requests against a local store.
+
+    With ``fsync="always"`` writes are group-committed: a batch runs inside the store's
+    ``deferred_sync()``, then waits for one ``store.sync()`` (in a worker thread, so the loop keeps
+    reading) shared by every batch of the same loop turn. Replies of any batch -- reads included --
+    wait for a sync that *began after* the batch ran, so nobody is told about data that could
+    still be lost. Otherwise :meth:`try_execute_now` answers synchronously (the server's fast path).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        group_commit: bool | None = None,
+        keys_limit: int = DEFAULT_KEYS_LIMIT,
+        tick_interval: float = 0.1,
+    ) -> None:
+        self.store = store
+        if group_commit is None:
+            group_commit = getattr(getattr(store, "config", None), "fsync", None) == "always"
+        self.group_commit = group_commit
+        self.keys_limit = keys_limit
+        self._tick_interval = tick_interval
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        # The sync that will start next (batches join it) and whether one is running now.
+        self._next_sync: asyncio.Future[bool] | None = None
+        self._running_sync: asyncio.Future[Any] | None = None
+        self._closed = False
+        self._handlers: dict[Op, Callable[[Request], Reply]] = {
+            Op.SET: self._set,
+            Op.GET: self._get,
+            Op.DELETE: self._delete,
+            Op.TTL: self._ttl,
+            Op.EXISTS: self._exists,
+            Op.KEYS: self._keys,
+            Op.PING: self._ping,
+            Op.STATUS: self._status,
+        }
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.group_commit:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="yakvs-fsync")
+        if self._tick_interval > 0:
+            self._tick_handle = self._loop.call_later(self._tick_interval, self._tick)
+
+    def try_execute_now(self, requests: Sequence[Request]) -> list[Reply] | None:
+        """Replies at once when no durability wait is needed, else None (use :meth:`execute`)."""
+        if self.group_commit:
+            return None
+        return self.run(requests)
+
+    async def execute(self, requests: Sequence[Request]) -> list[Reply]:
+        if not self.group_commit:
+            return self.run(requests)
+        with self.store.deferred_sync():
+            replies = self.run(requests)
+        if not await self._durable():
+            failed = error_reply(StorageError("fsync of the command log failed"))
+            replies = [
+                failed if r.ok and q.op in _WRITES else r
+                for q, r in zip(requests, replies, strict=True)
+            ]
+        return replies
+
+    def run(self, requests: Sequence[Request]) -> list[Reply]:
+        """Execute ``requests`` in order, synchronously; errors become error replies."""
+        handlers = self._handlers
+        replies: list[Reply] = []
+        append = replies.append
+        for request in requests:
+            try:
+                append(handlers[request.op](request))
+            except YakvsError as exc:
+                append(error_reply(exc))
+            except Exception:
+                logger.exception("request %s failed", request.op)
+                append(_INTERNAL)
+        return replies
+
+    # --- handlers: one per op ------------------------------------------------------------------
+
+    def _set(self, request: Request) -> Reply:
+        expires_at = request.expires_at
+        if expires_at is None and request.expires_in > 0:
+            expires_at = time.time_ns() // NS_PER_MS + max(1, request.expires_in // NS_PER_MS)
+        self.store.set(request.key, request.value, expires_at=expires_at)
+        return OK
+
+    def _get(self, request: Request) -> Reply:
+        found = self.store.get(request.key)
+        if found is None:
+            return NOT_FOUND_OR_EXPIRED
+        value, remaining_ms = found
+        return Reply(value=value, ttl=-1 if remaining_ms is None else remaining_ms * NS_PER_MS)
+
+    def _delete(self, request: Request) -> Reply:
+        return OK if self.store.delete(request.key) else NOT_FOUND
+
+    def _ttl(self, request: Request) -> Reply:
+        ms = self.store.ttl(request.key)
+        if ms == -2:
+            return NOT_FOUND
+        return Reply(ttl=-1 if ms == -1 else ms * NS_PER_MS)
+
+    def _exists(self, request: Request) -> Reply:
+        return Reply(exists=bool(self.store.exists(request.key)))
+
+    def _keys(self, request: Request) -> Reply:
+        limit = request.limit or self.keys_limit
+        return Reply(keys=tuple(self.store.keys(request.prefix, limit)))
+
+    def _ping(self, request: Request) -> Reply:
+        return PONG
+
+    def _status(self, request: Request) -> Reply:
+        stats = getattr(self.store, "stats", None)
+        info: dict[str, Any] = {
+            "mode": "standalone",
+            "version": __version__,
+            "role": "standalone",
+            "keys": len(self.store),
+            "group_commit": self.group_commit,
+        }
+        if isinstance(stats, dict):
+            info["store"] = stats
+        return Reply(info=info)
+
+    # --- group commit ----------------------------------------------------------------------------
+
+    def _durable(self) -> asyncio.Future[bool]:
+        """A future set once a sync that starts after this call has finished (True = ok)."""
+        fut = self._next_sync
+        if fut is None:
+            assert self._loop is not None, "start() was not awaited"
+            fut = self._next_sync = self._loop.create_future()
+            if self._running_sync is None:
+                # call_soon: every batch that arrives in this loop turn joins the same fsync.
+                self._loop.call_soon(self._start_sync)
+        return fut
+
+    def _start_sync(self) -> None:
+        fut, self._next_sync = self._next_sync, None
+        if fut is None or self._running_sync is not None:
+            self._next_sync = fut
+            return
+        assert self._loop is not None
+        running = self._loop.run_in_executor(self._executor, self.store.sync)
+        self._running_sync = running
+        running.add_done_callback(lambda done: self._sync_done(done, fut))
+
+    def _sync_done(self, done: asyncio.Future[Any], fut: asyncio.Future[bool]) -> None:
+        self._running_sync = None
+        ok = not done.cancelled() and done.exception() is None
+        if not ok:
+            logger.error("fsync of the command log failed: %s", done.exception())
+        if not fut.done():
+            fut.set_result(ok)
+        if self._next_sync is not None:
+            self._start_sync()
+
+    def _tick(self) -> None:
+        try:
+            self.store.tick()
+        except Exception:
+            logger.exception("store tick failed")
+        if not self._closed and self._loop is not None:
+            self._tick_handle = self._loop.call_later(self._tick_interval, self._tick)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        while self._running_sync is not None or self._next_sync is not None:
+            if self._running_sync is not None:
+                await asyncio.wait([self._running_sync])
+            elif self._next_sync is not None:
+                self._start_sync()
+            await asyncio.sleep(0)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        # Flushes and fsyncs whatever the last batches wrote, whatever the fsync policy.
+        self.store.close()
+        logger.info("store closed")
+
+
+def open_local_backend(
+    path: str, fsync: str = "everysec", *, repair: bool = False, **kwargs: Any
+) -> LocalBackend:
+    """Open the store at ``path`` and wrap it; raises what the store raises on a bad log."""
+    from yakvs.store import Store, StoreConfig
+
+    options: dict[str, Any] = {"path": path, "fsync": fsync, "background": False}
+    if repair:
+        options["repair"] = True
+    store = Store(StoreConfig(**options))
+    return LocalBackend(store, group_commit=fsync == "always", **kwargs)
