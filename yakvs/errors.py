@@ -63,6 +63,17 @@ class StorageError(UnavailableError):
     default_message = "Write to the command log failed"
 
 
+class LogCorruptError(YakvsError):
+    """The command log is not ours, or is corrupt before its tail; ``offset`` names the byte."""
+
+    code = "LOG_CORRUPT"
+    default_message = "The command log is corrupt or is not a yakvs command log"
+
+    def __init__(self, message: str | None = None, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
 class NoLeaderError(UnavailableError):
     """The cluster has no leader at the moment (election running, or quorum lost)."""
 
@@ -115,6 +126,7 @@ ERRORS_BY_CODE: dict[str, type[YakvsError]] = {
         TooLargeError,
         UnavailableError,
         StorageError,
+        LogCorruptError,
         NoLeaderError,
         NotLeaderError,
         UnknownOutcomeError,

@@ -1,0 +1,79 @@
+"""Expiry times of the keys that have one, laid out for O(1) random sampling.
+
+The active expiry cycle must sample random keys that carry a TTL (as Redis does) without ever
+scanning the whole keyspace. A dict cannot be sampled at random, so the keys with an expiry also
+live in a list; ``_pos`` maps a key to its slot so removal is a swap with the last slot.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+
+class Expiries:
+    """key -> absolute expiry (epoch ms) of keys that have one. Not thread-safe: the store locks."""
+
+    __slots__ = ("_at", "_keys", "_pos")
+
+    def __init__(self) -> None:
+        self._pos: dict[str, int] = {}
+        self._keys: list[str] = []
+        self._at: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._pos
+
+    def get(self, key: str) -> int | None:
+        i = self._pos.get(key)
+        return None if i is None else self._at[i]
+
+    def set(self, key: str, at: int) -> None:
+        i = self._pos.get(key)
+        if i is None:
+            self._pos[key] = len(self._keys)
+            self._keys.append(key)
+            self._at.append(at)
+        else:
+            self._at[i] = at
+
+    def discard(self, key: str) -> None:
+        i = self._pos.pop(key, None)
+        if i is None:
+            return
+        last_key = self._keys.pop()
+        last_at = self._at.pop()
+        if i < len(self._keys):
+            # Fill the hole with the former last entry so the list stays dense for sampling.
+            self._keys[i] = last_key
+            self._at[i] = last_at
+            self._pos[last_key] = i
+
+    def clear(self) -> None:
+        self._pos.clear()
+        self._keys.clear()
+        self._at.clear()
+
+    def sample(self, n: int, rng: random.Random) -> list[tuple[str, int]]:
+        """Up to ``n`` random (key, expiry) pairs, with repetition (cheap; fine for estimating)."""
+        size = len(self._keys)
+        if size == 0:
+            return []
+        if size <= n:
+            return list(zip(self._keys, self._at, strict=True))
+        keys, at, rand = self._keys, self._at, rng.randrange
+        out = []
+        for _ in range(n):
+            i = rand(size)
+            out.append((keys[i], at[i]))
+        return out
+
+    def copy(self) -> dict[str, int]:
+        """A plain dict snapshot (for rewrites, which run outside the lock)."""
+        return dict(zip(self._keys, self._at, strict=True))
+
+    def items(self) -> Iterator[tuple[str, int]]:
+        return zip(self._keys, self._at, strict=True)

@@ -1,0 +1,554 @@
+"""The durable store: a dict of strings, per-key expiry, and an append-only command log.
+
+Durability contract. A write call returns only after its record is in the log: at ``fsync="no"``
+and ``"everysec"`` that means written to the OS page cache (it survives a crash of this process,
+not of the machine; ``everysec`` fsyncs about once a second), at ``"always"`` it means fsynced,
+except inside :meth:`Store.deferred_sync`, where the caller acknowledges only after
+:meth:`Store.sync` (group commit). A write whose record cannot be written raises
+:class:`~yakvs.errors.StorageError` and leaves memory exactly as it was.
+
+Expiry. Absolute epoch milliseconds. Expired keys are invisible at once; they are removed when
+touched, by an incremental active cycle (Redis's sampling algorithm) and at replay and rewrite.
+Removals are logged as DELETE records too, so a clock stepping back cannot resurrect them.
+``len(store)`` counts keys that have expired but were not reclaimed yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import heapq
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from yakvs import _log
+from yakvs._expiry import Expiries
+from yakvs.errors import BadRequestError, StorageError
+
+logger = logging.getLogger(__name__)
+
+FSYNC_POLICIES = ("always", "everysec", "no")
+# TTLs beyond this are rejected as a likely unit mistake (e.g. nanoseconds passed as seconds).
+MAX_TTL_MS = 100 * 365 * 86_400_000
+# 9999-12-31T23:59:59.999Z; an absolute bound, so replicas never disagree on validity.
+MAX_EXPIRES_AT = 253_402_300_799_999
+_SAMPLE = 20  # keys per active-expiry sample, as Redis
+_CYCLE_BUDGET_S = 0.005  # active expiry time per tick; ticks come ~10 times a second
+_REWRITE_RETRY_S = 60.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class StoreConfig:
+    path: str | os.PathLike[str] | None = None  # log file; None = memory only, no log
+    fsync: str = "everysec"  # "always" | "everysec" | "no"
+    compact_min_size: int = 64 * 1024 * 1024  # auto-rewrite when the log is past this ...
+    compact_growth: float = 2.0  # ... and past growth * its size after the last rewrite
+    repair: bool = False  # on mid-file corruption keep the good prefix, move the rest aside
+    background: bool = True  # daemon thread for everysec fsync, active expiry, auto-compaction
+    # False: the store never deletes expired keys by itself (they stay hidden); for replicated
+    # stores, where the leader proposes expiry deletes through the Raft log.
+    local_expiry: bool = True
+
+
+class Store:
+    """Thread-safe key-value store; see the module docstring for the durability contract."""
+
+    def __init__(self, config: StoreConfig | None = None, **kwargs: Any) -> None:
+        if config is None:
+            config = StoreConfig(**kwargs)
+        elif kwargs:
+            config = dataclasses.replace(config, **kwargs)
+        if config.fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {config.fsync!r}")
+        self.config = config
+        self._path = os.fspath(config.path) if config.path is not None else None
+        self._always = config.fsync == "always"
+        self._lock = threading.Lock()
+        # Held while fsyncing outside _lock, so a rewrite never closes the fd under a sync().
+        self._sync_lock = threading.Lock()
+        self._data: dict[str, str] = {}
+        self._exp = Expiries()
+        self._rng = random.Random()
+        self._fd: int | None = None
+        self._size = 0  # end of the last complete record
+        self._synced = 0  # bytes known to be fsynced
+        self._tail_dirty = False  # a failed write may have left bytes past _size
+        self._deferred = 0
+        self._rewrite_buf: list[bytes] | None = None  # records written while a rewrite runs
+        self._rewrite_thread: threading.Thread | None = None
+        self._rewrite_retry_at = 0.0
+        self._base_size = 0
+        self._last_rewrite: float | None = None
+        self._last_fsync = time.monotonic()
+        self._closed = False
+        self._counters = {"expired_keys": 0, "log_errors": 0, "rewrites": 0, "replayed": 0}
+        if self._path is not None:
+            self._replay_now = _now_ms()
+            self._fd, result = _log.open_log(self._path, config.repair, self._apply_replay)
+            self._size = self._synced = self._base_size = result.size
+            self._counters["replayed"] = result.records
+            logger.info(
+                "%s: replayed %d records, %d keys", self._path, result.records, len(self._data)
+            )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if config.background:
+            self._thread = threading.Thread(target=self._run, name="yakvs-store", daemon=True)
+            self._thread.start()
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def set(
+        self, key: str, value: str, ttl: float | None = None, *, expires_at: int | None = None
+    ) -> None:
+        """Store ``value`` at ``key``; ttl in seconds or expires_at in epoch ms, else no expiry."""
+        _check_key(key)
+        if type(value) is not str:
+            raise BadRequestError("value must be a string")
+        at = 0 if ttl is None and expires_at is None else _expiry_ms(ttl, expires_at)
+        rec = self._encode(("S", key, value, at)) if self._fd is not None else None
+        with self._lock:
+            self._append(rec)
+            self._data[key] = value
+            if at:
+                self._exp.set(key, at)
+            else:
+                self._exp.discard(key)
+
+    def get(self, key: str) -> tuple[str, int | None] | None:
+        """(value, remaining ms or None for no expiry), or None if missing or expired."""
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                return None
+            at = self._exp.get(key)
+            if at is None:
+                return value, None
+            left = at - _now_ms()
+            if left > 0:
+                return value, left
+            self._reclaim([key])
+            return None
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; False if it did not exist (or had expired)."""
+        _check_key(key)
+        with self._lock:
+            if not self._live(key):
+                return False
+            self._append(self._encode(("D", key)) if self._fd is not None else None)
+            del self._data[key]
+            self._exp.discard(key)
+            return True
+
+    def expire(self, key: str, ttl: float | None = None, *, expires_at: int | None = None) -> bool:
+        """Set (or with neither argument, clear) the expiry of an existing key; False if missing."""
+        _check_key(key)
+        at = 0 if ttl is None and expires_at is None else _expiry_ms(ttl, expires_at)
+        with self._lock:
+            if not self._live(key):
+                return False
+            self._append(self._encode(("E", key, at)) if self._fd is not None else None)
+            if not at:
+                self._exp.discard(key)
+            elif at <= _now_ms() and self.config.local_expiry:
+                del self._data[key]
+                self._exp.discard(key)
+            else:
+                self._exp.set(key, at)
+            return True
+
+    def persist(self, key: str) -> bool:
+        """Drop the expiry of ``key``; False if it is missing or has none (as Redis PERSIST)."""
+        _check_key(key)
+        with self._lock:
+            if not self._live(key) or key not in self._exp:
+                return False
+            self._append(self._encode(("E", key, 0)) if self._fd is not None else None)
+            self._exp.discard(key)
+            return True
+
+    def ttl(self, key: str) -> int:
+        """Remaining ms; -1 = no expiry, -2 = missing (the Redis convention)."""
+        got = self.get(key)
+        if got is None:
+            return -2
+        return -1 if got[1] is None else got[1]
+
+    def exists(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def expires_at(self, key: str) -> int | None:
+        """Absolute expiry (epoch ms) of a live key, None if it has none or is missing."""
+        with self._lock:
+            return self._exp.get(key) if self._live(key) else None
+
+    def keys(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        """Live keys starting with ``prefix``, sorted; the ``limit`` smallest if given.
+
+        This walks the whole keyspace under the lock (O(n)); it is meant for admin use.
+        """
+        if type(prefix) is not str:
+            raise BadRequestError("prefix must be a string")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise BadRequestError("limit must be a non-negative integer")
+        with self._lock:
+            now, exp_get = _now_ms(), self._exp.get
+            found = (
+                k for k in self._data if k.startswith(prefix) and (exp_get(k) or now + 1) > now
+            )
+            return sorted(found) if limit is None else heapq.nsmallest(limit, found)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def items(self) -> Iterator[tuple[str, str, int | None]]:
+        """(key, value, expires_at ms or None) of live keys, from a snapshot taken at the call."""
+        with self._lock:
+            data = list(self._data.items())
+            exps = self._exp.copy()
+        now = _now_ms()
+        for key, value in data:
+            at = exps.get(key)
+            if at is None or at > now:
+                yield key, value, at
+
+    # -- durability -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def deferred_sync(self) -> Iterator[None]:
+        """Group commit: fsync=always writes inside are written but not fsynced; call sync()."""
+        with self._lock:
+            self._deferred += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._deferred -= 1
+
+    def sync(self) -> None:
+        """fsync everything written so far. Safe from another thread while writes go on."""
+        with self._sync_lock:
+            with self._lock:
+                fd, size = self._fd, self._size
+                if fd is None or size <= self._synced:
+                    return
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                self._counters["log_errors"] += 1
+                raise StorageError(f"fsync of the command log failed: {exc.strerror}") from exc
+            with self._lock:
+                if self._fd == fd and size > self._synced:
+                    self._synced = size
+                self._last_fsync = time.monotonic()
+
+    def compact(self, wait: bool = True) -> None:
+        """Rewrite the log from live data; ``wait=False`` runs it in a background thread."""
+        if self._fd is None:
+            return
+        running = self._rewrite_thread
+        if running is not None and running.is_alive():
+            if not wait:
+                return
+            running.join()
+        if wait:
+            self._rewrite()
+        else:
+            self._start_rewrite()
+
+    def tick(self) -> None:
+        """One round of periodic work; call ~10 times a second when background=False."""
+        if self._fd is not None and self.config.fsync != "no":
+            if time.monotonic() - self._last_fsync >= 1.0 and self._synced < self._size:
+                try:
+                    self.sync()
+                except StorageError as exc:
+                    logger.error("periodic fsync failed: %s", exc)
+        if self.config.local_expiry:
+            self._active_expire_cycle()
+        self._maybe_compact()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        running = self._rewrite_thread
+        return {
+            "keys": len(self._data),
+            "expires": len(self._exp),
+            "log_path": self._path,
+            "log_bytes": self._size,
+            "log_synced_bytes": self._synced,
+            "fsync": self.config.fsync,
+            "last_rewrite": self._last_rewrite,
+            "rewrite_base_bytes": self._base_size,
+            "rewrite_in_progress": running is not None and running.is_alive(),
+            **self._counters,
+        }
+
+    def close(self) -> None:
+        """Stop background work, flush + fsync + close the log. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        for thread in (self._thread, self._rewrite_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join()
+        with self._sync_lock, self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                if self._synced < self._size:
+                    os.fsync(fd)
+                    self._synced = self._size
+            except OSError as exc:
+                raise StorageError(f"fsync at close failed: {exc.strerror}") from exc
+            finally:
+                os.close(fd)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _encode(self, record: tuple[Any, ...]) -> bytes:
+        try:
+            return _log.encode(record)
+        except orjson.JSONEncodeError:
+            raise BadRequestError(
+                "key and value must be valid Unicode (no lone surrogates)"
+            ) from None
+
+    def _append(self, rec: bytes | None, durable: bool = True) -> None:
+        """Write one record (caller holds _lock); raise StorageError, leaving nothing behind."""
+        if self._closed:
+            raise StorageError("the store is closed")
+        fd = self._fd
+        if fd is None or rec is None:
+            return
+        start = self._size
+        try:
+            if self._tail_dirty:
+                os.ftruncate(fd, start)
+                self._tail_dirty = False
+            if os.pwrite(fd, rec, start) != len(rec):  # short write: disk nearly full
+                _log.write_at(fd, rec, start)
+            if durable and self._always and not self._deferred:
+                os.fsync(fd)
+        except OSError as exc:
+            self._counters["log_errors"] += 1
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                self._tail_dirty = True
+            raise StorageError(f"write to the command log failed: {exc.strerror}") from exc
+        self._size = start + len(rec)
+        if durable and self._always and not self._deferred:
+            self._synced = self._size
+        if self._rewrite_buf is not None:
+            self._rewrite_buf.append(rec)
+
+    def _live(self, key: str) -> bool:
+        """Whether ``key`` exists unexpired (caller holds _lock); reclaims it if expired."""
+        if key not in self._data:
+            return False
+        at = self._exp.get(key)
+        if at is None or at > _now_ms():
+            return True
+        self._reclaim([key])
+        return False
+
+    def _reclaim(self, keys: list[str]) -> None:
+        """Drop expired ``keys`` (caller holds _lock and checked them); log DELETEs best-effort."""
+        if not self.config.local_expiry:
+            return
+        if self._fd is not None and not self._closed:
+            try:
+                self._append(b"".join(_log.encode(("D", k)) for k in keys), durable=False)
+            except StorageError as exc:
+                # Replay also drops them by the wall clock; only a clock stepping back could
+                # bring them back, which is the lesser evil than failing reads.
+                logger.warning("could not log the removal of %d expired keys: %s", len(keys), exc)
+        for k in keys:
+            self._data.pop(k, None)
+            self._exp.discard(k)
+        self._counters["expired_keys"] += len(keys)
+
+    def _active_expire_cycle(self) -> None:
+        deadline = time.perf_counter() + _CYCLE_BUDGET_S
+        while True:
+            with self._lock:
+                sample = self._exp.sample(_SAMPLE, self._rng)
+                if not sample:
+                    return
+                now = _now_ms()
+                expired = list({k for k, at in sample if at <= now})
+                if expired:
+                    self._reclaim(expired)
+            if len(expired) * 4 <= len(sample) or time.perf_counter() > deadline:
+                return
+
+    def _apply_replay(self, records: list[Any]) -> None:
+        data, exp, now = self._data, self._exp, self._replay_now
+        i = 0
+        try:
+            for i, r in enumerate(records):
+                op = r[0]
+                key = r[1]
+                if type(key) is not str or not key:
+                    raise _log.BadRecord(i, "bad key")
+                if op == "S":
+                    value, at = r[2], r[3]
+                    if type(value) is not str or type(at) is not int:
+                        raise _log.BadRecord(i, "bad SET record")
+                    if at and at <= now:
+                        data.pop(key, None)
+                        exp.discard(key)
+                        continue
+                    data[key] = value
+                    if at:
+                        exp.set(key, at)
+                    else:
+                        exp.discard(key)
+                elif op == "D":
+                    data.pop(key, None)
+                    exp.discard(key)
+                elif op == "E":
+                    at = r[2]
+                    if type(at) is not int:
+                        raise _log.BadRecord(i, "bad EXPIRE record")
+                    if key not in data:
+                        continue
+                    if not at:
+                        exp.discard(key)
+                    elif at <= now:
+                        del data[key]
+                        exp.discard(key)
+                    else:
+                        exp.set(key, at)
+                else:
+                    raise _log.BadRecord(i, "unknown record type")
+        except (IndexError, TypeError, KeyError):
+            raise _log.BadRecord(i, "malformed record") from None
+
+    def _maybe_compact(self) -> None:
+        cfg = self.config
+        if (
+            self._fd is not None
+            and self._size > cfg.compact_min_size
+            and self._size > cfg.compact_growth * self._base_size
+            and time.monotonic() >= self._rewrite_retry_at
+            and not (self._rewrite_thread is not None and self._rewrite_thread.is_alive())
+        ):
+            logger.info(
+                "log is %d bytes (%d after the last rewrite): rewriting",
+                self._size,
+                self._base_size,
+            )
+            self._start_rewrite()
+
+    def _start_rewrite(self) -> None:
+        def run() -> None:
+            try:
+                self._rewrite()
+            except StorageError as exc:
+                self._rewrite_retry_at = time.monotonic() + _REWRITE_RETRY_S
+                logger.error("background log rewrite failed (old log kept): %s", exc)
+
+        self._rewrite_thread = threading.Thread(target=run, name="yakvs-rewrite", daemon=True)
+        self._rewrite_thread.start()
+
+    def _rewrite(self) -> None:
+        assert self._path is not None
+        with self._lock:
+            if self._fd is None or self._closed or self._rewrite_buf is not None:
+                return
+            data = self._data.copy()
+            exps = self._exp.copy()
+            self._rewrite_buf = []
+        tmp = self._path + ".rewrite"
+        new_fd: int | None = None
+        try:
+            new_fd, size = _log.write_snapshot(tmp, data.items(), exps, _now_ms())
+            del data, exps
+            os.fsync(new_fd)  # the bulk, outside the lock
+            with self._lock:
+                tail = b"".join(self._rewrite_buf)
+                if tail:
+                    _log.write_at(new_fd, tail, size)
+                    size += len(tail)
+                    os.fsync(new_fd)
+                os.replace(tmp, self._path)
+                # From here on the new file is the log, whatever happens next.
+                old_fd, self._fd, new_fd = self._fd, new_fd, None
+                self._size = self._synced = self._base_size = size
+                self._tail_dirty = False
+                self._rewrite_buf = None
+                self._last_rewrite = time.time()
+                self._counters["rewrites"] += 1
+            try:
+                _log.fsync_dir(self._path)
+            except OSError as exc:
+                logger.error("fsync of the log directory after a rewrite failed: %s", exc)
+            with self._sync_lock:
+                os.close(old_fd)  # type: ignore[arg-type]
+            logger.info("%s: rewritten, %d bytes", self._path, size)
+        except OSError as exc:
+            raise StorageError(f"log rewrite failed, old log kept: {exc.strerror}") from exc
+        finally:
+            with self._lock:
+                self._rewrite_buf = None  # no-op after a successful swap
+            if new_fd is not None:
+                os.close(new_fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                self.tick()
+            except Exception:
+                logger.exception("store background work failed")
+
+
+def _check_key(key: object) -> None:
+    if type(key) is not str:
+        raise BadRequestError("key must be a string")
+    if not key:
+        raise BadRequestError("Key is required")
+
+
+def _expiry_ms(ttl: float | None, expires_at: int | None) -> int:
+    """Absolute expiry in epoch ms from exactly one of ttl (seconds) or expires_at (epoch ms)."""
+    if ttl is not None:
+        if expires_at is not None:
+            raise BadRequestError("give ttl or expires_at, not both")
+        if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
+            raise BadRequestError(f"ttl must be a positive finite number of seconds, not {ttl!r}")
+        ms = math.ceil(ttl * 1000)
+        if ms > MAX_TTL_MS:
+            raise BadRequestError("ttl is too large (at most 100 years)")
+        return _now_ms() + ms
+    if type(expires_at) is not int or not 0 < expires_at <= MAX_EXPIRES_AT:
+        raise BadRequestError(f"expires_at must be a positive integer epoch ms, not {expires_at!r}")
+    return expires_at
