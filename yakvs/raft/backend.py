@@ -1,0 +1,159 @@
+"""RaftBackend: the one Server's Backend over a cluster node.
+
+Writes (SET, DELETE) of every connection go through the node's write batcher: one replicated log
+entry carries all that arrive together. Reads are linearizable by default: they wait for a shared
+no-op barrier that entered the log after they arrived, then read the local replica; ``stale`` reads
+skip the barrier. Expiry is hidden with the local clock; only the leader proposes removals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from yakvs import __version__
+from yakvs.backend import Backend
+from yakvs.errors import (
+    BadRequestError,
+    KeyNotFoundError,
+    UnavailableError,
+    UnknownCommandError,
+    YakvsError,
+)
+from yakvs.protocol import Consistency, Op, Reply, Request
+from yakvs.raft.node import RaftNode, now_ms
+
+logger = logging.getLogger(__name__)
+
+_WRITES = (Op.SET, Op.DELETE)
+_LOCAL = (Op.PING, Op.STATUS)
+DEFAULT_KEYS_LIMIT = 1000
+NS_PER_MS = 1_000_000
+
+
+def _error(exc: YakvsError) -> Reply:
+    return Reply(ok=False, code=exc.code, message=exc.message,
+                 leader=getattr(exc, "leader", None))
+
+
+class RaftBackend(Backend):
+    """Serves requests from a started :class:`RaftNode` (see ``yakvs.cli.raft``)."""
+
+    def __init__(self, node: RaftNode) -> None:
+        self.node = node
+
+    async def execute(self, requests: Sequence[Request]) -> list[Reply]:
+        replies: list[Reply] = []
+        i = 0
+        # Runs of writes go out together, runs of reads share one barrier; order is kept
+        # because each run finishes before the next one starts.
+        while i < len(requests):
+            j = i + 1
+            kind = self._kind(requests[i])
+            while j < len(requests) and self._kind(requests[j]) == kind:
+                j += 1
+            run = requests[i:j]
+            if kind == "write":
+                replies.extend(await self._writes(run))
+            elif kind == "read":
+                replies.extend(await self._reads(run, barrier=True))
+            else:
+                replies.extend(await self._reads(run, barrier=False))
+            i = j
+        return replies
+
+    def _kind(self, req: Request) -> str:
+        if req.op in _WRITES:
+            return "write"
+        if req.op in _LOCAL:
+            return "local"
+        consistency = req.consistency or self.node.config.read_consistency
+        return "read" if consistency == Consistency.LINEARIZABLE else "local"
+
+    async def close(self) -> None:
+        # The node belongs to whoever started it (the CLI closes it after the server).
+        return None
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _command(self, req: Request) -> tuple[Any, ...]:
+        if not req.key:
+            raise BadRequestError("Key is required")
+        if req.op == Op.SET:
+            if req.expires_in < 0:
+                raise BadRequestError("expires_in must not be negative")
+            # The receiving node fixes the absolute expiry; replicas never read their clocks.
+            expiry = now_ms() + req.expires_in // NS_PER_MS if req.expires_in > 0 else None
+            return ("set", req.key, req.value, expiry)
+        return ("del", req.key, now_ms())
+
+    async def _writes(self, run: Sequence[Request]) -> list[Reply]:
+        slots: list[Reply | asyncio.Future[Any]] = []
+        for req in run:
+            try:
+                cmd = self._command(req)
+            except YakvsError as exc:
+                slots.append(_error(exc))
+                continue
+            if self.node.left:
+                slots.append(_error(UnavailableError("this node left the cluster")))
+                continue
+            slots.append(self.node.writes.submit(cmd))
+        replies: list[Reply] = []
+        for req, slot in zip(run, slots, strict=True):
+            if isinstance(slot, Reply):
+                replies.append(slot)
+                continue
+            try:
+                result = await asyncio.shield(slot)
+            except YakvsError as exc:
+                replies.append(_error(exc))
+                continue
+            if req.op == Op.DELETE and not result:
+                replies.append(_error(KeyNotFoundError()))
+            else:
+                replies.append(Reply(ok=True))
+        return replies
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def _reads(self, run: Sequence[Request], barrier: bool) -> list[Reply]:
+        if barrier:
+            try:
+                await asyncio.shield(self.node.barrier.wait())
+            except YakvsError as exc:
+                return [_error(exc) for _ in run]
+        now = now_ms()
+        replies = []
+        for req in run:
+            try:
+                replies.append(self._read(req, now))
+            except YakvsError as exc:
+                replies.append(_error(exc))
+        return replies
+
+    def _read(self, req: Request, now: int) -> Reply:
+        state = self.node.state
+        if req.op == Op.PING:
+            return Reply(ok=True, value="PONG")
+        if req.op == Op.STATUS:
+            info = self.node.status()
+            info["version"] = __version__
+            return Reply(ok=True, info=info)
+        if req.op == Op.KEYS:
+            limit = req.limit if req.limit > 0 else DEFAULT_KEYS_LIMIT
+            return Reply(ok=True, keys=tuple(state.keys(req.prefix, limit, now)))
+        if not req.key:
+            raise BadRequestError("Key is required")
+        found = state.get(req.key, now)
+        if req.op == Op.EXISTS:
+            return Reply(ok=True, exists=found is not None)
+        if req.op not in (Op.GET, Op.TTL):
+            raise UnknownCommandError()
+        if found is None:
+            raise KeyNotFoundError("Key not found or expired" if req.op == Op.TTL else None)
+        value, expiry = found
+        ttl = -1 if expiry is None else (expiry - now) * NS_PER_MS
+        return Reply(ok=True, value=value if req.op == Op.GET else None, ttl=ttl)

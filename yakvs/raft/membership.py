@@ -1,0 +1,212 @@
+"""Membership changes on the leader: join, remove, leave; one change at a time.
+
+A member is both a pysyncobj configuration entry (its raft address) and a registry entry in the
+replicated state (id -> raft, tcp, api). The configuration changes first, then the registry, so a
+retried join finds the half-done case and completes it: joining is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from pysyncobj import FAIL_REASON
+
+from yakvs.raft.config import split_hostport
+from yakvs.raft.node import RaftNode, StartupError
+
+logger = logging.getLogger(__name__)
+
+
+class MembershipError(Exception):
+    """A refused membership change; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def probe(addr: str, timeout: float = 1.0) -> None:
+    """Refuse a raft address nobody listens on before it enters the configuration."""
+    try:
+        host, port = split_hostport(addr)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, ValueError, TimeoutError) as exc:
+        raise MembershipError(422, f"raft address {addr} is unreachable: {exc}") from exc
+    writer.close()
+
+
+class Membership:
+    """Leader-side membership operations plus the HTTP calls a node makes to other members."""
+
+    def __init__(self, node: RaftNode) -> None:
+        self.node = node
+        self._lock = asyncio.Lock()
+
+    def _require_leader(self) -> None:
+        if not self.node.is_leader:
+            raise MembershipError(421, "not the leader")
+
+    async def _change_config(self, action: str, raft: str, timeout: float = 10.0) -> None:
+        """addNodeToCluster / removeNodeFromCluster, retried while a previous change commits."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        sync = self.node.sync
+        method = sync.addNodeToCluster if action == "add" else sync.removeNodeFromCluster
+        while True:
+            fut: asyncio.Future[int] = loop.create_future()
+
+            def done(_res: Any, err: int, fut: asyncio.Future[int] = fut) -> None:
+                if not fut.done():
+                    fut.set_result(err)
+
+            method(raft, callback=done)
+            try:
+                err = await asyncio.wait_for(fut, max(0.01, deadline - loop.time()))
+            except TimeoutError:
+                raise MembershipError(504, f"membership change for {raft} timed out") from None
+            if err == FAIL_REASON.SUCCESS:
+                return
+            if err != FAIL_REASON.REQUEST_DENIED or loop.time() > deadline:
+                raise MembershipError(503, f"membership change for {raft} failed (reason {err})")
+            await asyncio.sleep(0.1)  # the previous change (or the leader's no-op) is not committed
+
+    async def add(self, node_id: str, raft: str, tcp: str, api: str) -> dict[str, Any]:
+        self._require_leader()
+        async with self._lock:
+            node = self.node
+            members = node.state.members()
+            configured = set(node.peers()) | {node.raft_addr}
+            for other_id, m in members.items():
+                if m["raft"] == raft and other_id != node_id:
+                    raise MembershipError(409, f"raft address {raft} belongs to {other_id}")
+            current = members.get(node_id)
+            if current is not None and current["raft"] != raft:
+                raise MembershipError(
+                    409, f"{node_id} is a member with raft address {current['raft']}")
+            if raft not in configured:
+                await probe(raft)
+                await self._change_config("add", raft)
+                logger.info("added %s (%s) to the raft configuration", node_id, raft)
+            if current != {"raft": raft, "tcp": tcp, "api": api}:
+                await node.call(node.state.add_member, node_id, raft, tcp, api)
+            return {"joined": node_id, "already_member": current is not None}
+
+    async def remove(self, node_id: str) -> dict[str, Any]:
+        self._require_leader()
+        async with self._lock:
+            node = self.node
+            if node_id == node.config.node_id:
+                raise MembershipError(409, "the leader cannot remove itself: POST /leave to it")
+            member = node.state.members().get(node_id)
+            if member is None:
+                raise MembershipError(404, f"no member {node_id}")
+            if member["raft"] in set(node.peers()):
+                await self._change_config("remove", member["raft"])
+            await node.call(node.state.remove_member, node_id)
+            logger.info("removed %s (%s)", node_id, member["raft"])
+            return {"removed": node_id}
+
+    async def leave(self) -> dict[str, Any]:
+        """Leave the cluster: hand leadership over first, then ask the leader to remove us."""
+        node = self.node
+        if not node.peers():
+            raise MembershipError(409, "the last member cannot leave")
+        if node.is_leader:
+            await self._transfer_leadership()
+        await node.wait_leader(node.config.leader_wait * 2)
+        leader = node.leader_member()
+        if leader is None:
+            raise MembershipError(503, "leader unknown")
+        await self.forward("DELETE", leader[1]["api"], f"/members/{node.config.node_id}")
+        node.mark_left()
+        return {"left": node.config.node_id}
+
+    async def _transfer_leadership(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while self.node.is_leader:
+            if loop.time() > deadline:
+                raise MembershipError(503, "could not hand leadership over")
+            self.node.sync.transferLeadership(callback=lambda _r, _e: None)
+            for _ in range(20):
+                await asyncio.sleep(0.05)
+                if not self.node.is_leader:
+                    break
+
+    # -- HTTP to other members ---------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        secret = self.node.config.secret
+        return {"Authorization": f"Bearer {secret}"} if secret else {}
+
+    async def forward(self, method: str, api: str, path: str,
+                      body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Call another member's admin API; its 4xx/5xx become a MembershipError."""
+        url = f"http://{api}{path}"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+                async with session.request(method, url, json=body, headers=self._headers()) as r:
+                    data: dict[str, Any] = await r.json(content_type=None)
+                    if r.status >= 400:
+                        raise MembershipError(r.status, str(data.get("error", data)))
+                    return data
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise MembershipError(502, f"cannot reach {api}: {exc}") from exc
+
+    async def fetch_members(self, api: str) -> list[dict[str, str]]:
+        try:
+            data = await self.forward("GET", api, "/members")
+        except MembershipError as exc:
+            raise StartupError(f"cannot get the member list from {api}: {exc.message}") from exc
+        members: list[dict[str, str]] = data["members"]
+        return members
+
+
+async def bring_up(node: RaftNode, membership: Membership) -> None:
+    """Start ``node``: from its data folder if it has one, else bootstrap or join."""
+    cfg = node.config
+    if node.has_data():
+        meta = node.load_meta()
+        if cfg.bootstrap or cfg.join:
+            logger.info("%s has data: ignoring --bootstrap/--join", cfg.node_dir)
+        if meta.get("raft") != cfg.raft:
+            raise StartupError(
+                f"{cfg.node_dir} belongs to raft address {meta.get('raft')}, not {cfg.raft}")
+        node.start_sync(list(meta.get("peers", [])))
+        await _refuse_if_removed(node)
+        return
+    if cfg.bootstrap:
+        node.start_sync([])
+        try:
+            await node.wait_leader(10.0)
+            await node.call(node.state.add_member, cfg.node_id, cfg.raft, cfg.tcp, cfg.api)
+        except Exception as exc:
+            raise StartupError(f"bootstrap failed: {exc}") from exc
+        node.save_meta()
+        logger.info("bootstrapped a new cluster as %s", cfg.node_id)
+        return
+    if not cfg.join:
+        raise StartupError(f"{cfg.node_dir} has no data: give --bootstrap or --join H:P")
+    members = await membership.fetch_members(cfg.join)
+    node.start_sync([m["raft"] for m in members])
+    body = {"id": cfg.node_id, "raft": cfg.raft, "tcp": cfg.tcp, "api": cfg.api}
+    try:
+        await membership.forward("POST", cfg.join, "/join", body)
+    except MembershipError as exc:
+        raise StartupError(f"join via {cfg.join} refused: {exc.message}") from exc
+    node.save_meta()
+    logger.info("joined the cluster via %s", cfg.join)
+
+
+async def _refuse_if_removed(node: RaftNode) -> None:
+    # The local log is applied on the first ticks; give them a moment before checking.
+    for _ in range(10):
+        await asyncio.sleep(0.02)
+    if node.state.is_removed(node.config.node_id):
+        raise StartupError(
+            f"node {node.config.node_id} was removed from its cluster; "
+            f"wipe {node.config.node_dir} to join again")

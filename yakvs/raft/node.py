@@ -1,0 +1,322 @@
+"""One cluster node: the SyncObj lifecycle, proposals from asyncio, expiry, restart metadata.
+
+Membership (join/leave/remove) lives in :mod:`yakvs.raft.membership`, the client-facing backend in
+:mod:`yakvs.raft.backend`, the admin API in :mod:`yakvs.raft.api`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
+
+from yakvs.errors import NoLeaderError, UnavailableError, UnknownOutcomeError, YakvsError
+from yakvs.raft.batch import Barrier, WriteBatcher
+from yakvs.raft.config import RaftConfig
+from yakvs.raft.loop import AsyncioPoller, Ticker, make_transport_class
+from yakvs.raft.state import KVState
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "node.json"
+LEFT_FILE = "LEFT"
+ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+
+# Failures that prove the command never entered the log: safe to retry.
+_NOT_SENT = (FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER)
+
+
+class StartupError(YakvsError):
+    """The node cannot start (bad folder, join refused, port in use); the CLI exits 3."""
+
+    code = "STARTUP"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class RaftNode:
+    """A pysyncobj node driven from the running asyncio loop (build and use it in that loop)."""
+
+    def __init__(self, config: RaftConfig) -> None:
+        self.config = config
+        self.state = KVState()
+        self.raft_addr = config.raft
+        self.writes = WriteBatcher(self._propose_batch)
+        self.barrier = Barrier(self._propose_barrier)
+        self.left = False
+        self.on_left: Callable[[], None] | None = None
+        self._sync: SyncObj | None = None
+        self._ticker: Ticker | None = None
+        self._poller: AsyncioPoller | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._expiring: set[str] = set()
+        self._saved_peers: list[str] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def has_data(self) -> bool:
+        return (self.config.node_dir / META_FILE).exists()
+
+    def load_meta(self) -> dict[str, Any]:
+        node_dir = self.config.node_dir
+        if (node_dir / LEFT_FILE).exists():
+            raise StartupError(
+                f"node {self.config.node_id} left or was removed from its cluster; "
+                f"wipe {node_dir} to join again"
+            )
+        try:
+            meta: dict[str, Any] = json.loads((node_dir / META_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot read {node_dir / META_FILE}: {exc}") from exc
+        return meta
+
+    def start_sync(self, peers: list[str]) -> None:
+        """Build the SyncObj (binds the raft port) with ``peers`` as the initial configuration."""
+        cfg = self.config
+        node_dir = cfg.node_dir
+        node_dir.mkdir(parents=True, exist_ok=True)
+        if not self.has_data():
+            # Files left by a join that never completed: this node holds no acknowledged data.
+            for name in ("journal.bin", "journal.bin.meta", "dump.bin", "dump.bin.tmp"):
+                (node_dir / name).unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        self._ticker = Ticker(loop, self._tick)
+        self._poller = AsyncioPoller(loop, self._ticker.request)
+        conf = SyncObjConf(
+            autoTick=False,
+            # Sent at once; yakvs does the batching (batch.py).
+            appendEntriesUseBatch=False,
+            # Bigger than any batch entry so pysyncobj never takes its chunked-transmission path.
+            appendEntriesBatchSizeBytes=1 << 23,
+            # Bind exactly the raft address: pysyncobj would otherwise bind 0.0.0.0.
+            bindAddress=cfg.raft,
+            maxBindRetries=1,
+            password=cfg.secret,
+            journalFile=str(node_dir / "journal.bin"),
+            fullDumpFile=str(node_dir / "dump.bin"),
+            dynamicMembershipChange=True,
+            connectionRetryTime=1.0,
+            raftMinTimeout=cfg.election_timeout[0],
+            raftMaxTimeout=cfg.election_timeout[1],
+            leaderFallbackTimeout=max(2.0, cfg.election_timeout[1] * 2),
+            # Fail fast with MISSING_LEADER (never sent, safe to retry) instead of queueing.
+            commandsWaitLeader=False,
+            logCompactionMinEntries=cfg.compaction_entries,
+        )
+        try:
+            self._sync = SyncObj(
+                cfg.raft,
+                [p for p in peers if p != cfg.raft],
+                conf=conf,
+                consumers=[self.state],
+                transportClass=make_transport_class(self._poller),
+            )
+        except Exception as exc:
+            self._poller.close()
+            raise StartupError(f"cannot bind raft address {cfg.raft}: {exc}") from exc
+        self._ticker.start()
+        self._tasks.append(asyncio.ensure_future(self._housekeeping()))
+        logger.info("raft node %s on %s, peers %s", cfg.node_id, cfg.raft, peers)
+
+    def save_meta(self) -> None:
+        cfg = self.config
+        peers = sorted(self.peers())
+        meta = {"id": cfg.node_id, "raft": cfg.raft, "tcp": cfg.tcp, "api": cfg.api,
+                "peers": peers}
+        tmp = cfg.node_dir / (META_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, cfg.node_dir / META_FILE)
+        self._saved_peers = peers
+
+    def mark_left(self) -> None:
+        self.left = True
+        (self.config.node_dir / LEFT_FILE).write_text("left the cluster\n")
+        self.writes.fail_pending(UnavailableError("this node left the cluster"))
+        if self.on_left is not None:
+            asyncio.get_running_loop().call_soon(self.on_left)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._ticker is not None:
+            self._ticker.stop()
+        if self._sync is not None:
+            if self.has_data() and not self.left:
+                self.save_meta()
+            self._sync.destroy()
+            self._sync = None
+        if self._poller is not None:
+            self._poller.close()
+
+    @property
+    def sync(self) -> SyncObj:
+        if self._sync is None:
+            raise UnavailableError("raft node not started")
+        return self._sync
+
+    def _tick(self) -> None:
+        if self._sync is not None:
+            self._sync.doTick(0)
+
+    async def _housekeeping(self) -> None:
+        """Leader-only expiry proposals every 100 ms; peer list saved when it changes."""
+        rounds = 0
+        while True:
+            await asyncio.sleep(0.1)
+            rounds += 1
+            try:
+                if self.is_leader and self.has_quorum and not self.left:
+                    self._propose_expiries()
+                if rounds % 10 == 0 and self.has_data() and not self.left:
+                    if sorted(self.peers()) != self._saved_peers:
+                        self.save_meta()
+            except Exception:
+                logger.exception("raft housekeeping failed")
+
+    def _propose_expiries(self) -> None:
+        for key, expiry in self.state.expired_sample(now_ms(), budget=5000):
+            if key in self._expiring:
+                continue
+            self._expiring.add(key)
+            fut = self.writes.submit(("expire", key, expiry))
+            fut.add_done_callback(lambda f, k=key: self._expire_done(f, k))
+
+    def _expire_done(self, fut: asyncio.Future[Any], key: str) -> None:
+        self._expiring.discard(key)
+        if not fut.cancelled():
+            fut.exception()  # retrieved: a failed expiry is simply proposed again later
+
+    # -- views -------------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._sync is not None and self._sync._isLeader()
+
+    @property
+    def has_quorum(self) -> bool:
+        return self._sync is not None and self._sync.hasQuorum
+
+    def peers(self) -> list[str]:
+        return [n.address for n in self.sync.otherNodes]
+
+    def leader_raft(self) -> str | None:
+        leader = self._sync._getLeader() if self._sync is not None else None
+        return leader.address if leader is not None else None
+
+    def member_by_raft(self, raft: str | None) -> tuple[str, dict[str, str]] | None:
+        for node_id, member in self.state.members().items():
+            if member["raft"] == raft:
+                return node_id, member
+        return None
+
+    def leader_member(self) -> tuple[str, dict[str, str]] | None:
+        return self.member_by_raft(self.leader_raft())
+
+    def usable_leader(self) -> bool:
+        """A leader we can reach: ourselves with a quorum, or a connected peer."""
+        sync = self._sync
+        if sync is None or self.left:
+            return False
+        leader = sync._getLeader()
+        if leader is None:
+            return False
+        if sync._isLeader():
+            return sync.hasQuorum
+        return sync.isNodeConnected(leader)
+
+    def is_ready(self) -> bool:
+        return self._sync is not None and self.usable_leader() and self._sync.isReady()
+
+    def status(self) -> dict[str, Any]:
+        sync = self.sync
+        st = sync.getStatus()
+        leader = self.leader_member()
+        members = self.state.members()
+        return {
+            "mode": "raft",
+            "id": self.config.node_id,
+            "role": ROLES.get(st["state"], str(st["state"])),
+            "leader": leader[1]["tcp"] if leader else None,
+            "leader_id": leader[0] if leader else None,
+            "members": [{"id": k, **v} for k, v in sorted(members.items())],
+            "term": sync.raftCurrentTerm,
+            "commit_index": sync.raftCommitIndex,
+            "applied_index": sync.raftLastApplied,
+            "keys": self.state.live_count(),
+            "has_quorum": sync.hasQuorum,
+            "ready": self.is_ready(),
+            "raft_peers": sorted(self.peers()),
+            "log_len": st["log_len"],
+            "left": self.left,
+        }
+
+    # -- proposals ---------------------------------------------------------------------------
+
+    async def wait_leader(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.usable_leader():
+            if self.left:
+                raise UnavailableError("this node left the cluster")
+            if loop.time() >= deadline:
+                raise NoLeaderError()
+            await asyncio.sleep(0.02)
+
+    async def call(self, method: Callable[..., Any], *args: Any, timeout: float | None = None,
+                   idempotent: bool = False) -> Any:
+        """Propose one replicated call and wait until it is applied on this node.
+
+        Raises NoLeaderError / UnavailableError when it certainly did not happen, and
+        UnknownOutcomeError when it may have (never a success or a clean failure in that case).
+        """
+        loop = asyncio.get_running_loop()
+        timeout = self.config.request_timeout if timeout is None else timeout
+        deadline = loop.time() + timeout
+        while True:
+            await self.wait_leader(min(self.config.leader_wait, max(0.0, deadline - loop.time())))
+            fut: asyncio.Future[tuple[Any, int]] = loop.create_future()
+
+            def done(res: Any, err: int, fut: asyncio.Future[tuple[Any, int]] = fut) -> None:
+                # Runs inside doTick: only hand the result over, never propose from here.
+                if not fut.done():
+                    fut.set_result((res, err))
+
+            try:
+                method(*args, callback=done)
+            except BlockingIOError:
+                pass  # pysyncobj queued the command before its wake-up pipe filled up
+            assert self._ticker is not None
+            self._ticker.request()
+            try:
+                res, err = await asyncio.wait_for(fut, max(0.001, deadline - loop.time()))
+            except TimeoutError:
+                if idempotent:
+                    raise UnavailableError("timed out waiting for the cluster") from None
+                raise UnknownOutcomeError() from None
+            if err == FAIL_REASON.SUCCESS:
+                return res
+            if err in _NOT_SENT or idempotent:
+                if loop.time() + 0.05 >= deadline:
+                    raise NoLeaderError()
+                await asyncio.sleep(0.05)
+                continue
+            if err == FAIL_REASON.DISCARDED:
+                raise UnavailableError("write discarded by a leader change; not applied")
+            if err in (FAIL_REASON.QUEUE_FULL, FAIL_REASON.REQUEST_DENIED):
+                raise UnavailableError(f"raft refused the command (reason {err})")
+            raise UnknownOutcomeError()
+
+    async def _propose_batch(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
+        result: list[Any] = await self.call(self.state.apply_batch, cmds)
+        return result
+
+    async def _propose_barrier(self) -> None:
+        await self.call(self.state.barrier, idempotent=True)
