@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from yakvs.backend import Backend
 from yakvs.server import Server, ServerConfig
@@ -32,7 +35,11 @@ def _log_path(path: str | os.PathLike[str] | None, stack: contextlib.ExitStack) 
     if path is None:
         path = stack.enter_context(tempfile.TemporaryDirectory(prefix="yakvs-test-"))
     p = Path(path)
-    return p / "kvs.log" if p.is_dir() else p
+    if p.is_dir() or (not p.exists() and not p.suffix):
+        # A folder (tmp_path, or tmp_path / "server" not made yet) gets a kvs.log inside.
+        p.mkdir(parents=True, exist_ok=True)
+        return p / "kvs.log"
+    return p
 
 
 @dataclass
@@ -195,3 +202,48 @@ def spawn_server(
             yield handle
         finally:
             handle.kill()
+
+
+class Wire:
+    """A raw protocol connection: send bytes, read reply lines as dicts. Bounded by timeouts."""
+
+    def __init__(self, addr: str, timeout: float = 5.0) -> None:
+        host, _, port = addr.rpartition(":")
+        self.sock = socket.create_connection((host, int(port)), timeout)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+    def reply(self) -> dict[str, Any]:
+        return orjson.loads(self.line())
+
+    def call(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.send(orjson.dumps(obj) + b"\n")
+        return self.reply()
+
+    def closed(self, timeout: float = 5.0) -> bool:
+        """True when the server closes the connection within ``timeout`` (reads drain)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if not self.sock.recv(1 << 16):
+                    return True
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+            except TimeoutError:
+                return False
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
