@@ -10,12 +10,15 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 from yakvs.errors import (
     BadRequestError,
@@ -23,7 +26,9 @@ from yakvs.errors import (
     NotLeaderError,
     StorageError,
     YakvsError,
+    error_from_code,
 )
+from yakvs.protocol import LineBuffer, Op, Reply, Request, decode_reply, encode_request
 
 __all__ = [
     "History",
@@ -31,7 +36,11 @@ __all__ = [
     "Operation",
     "Outcome",
     "Pending",
+    "Session",
+    "WireSession",
+    "Workload",
     "dump",
+    "execute_recorded",
     "load",
     "make_op",
     "outcome_of_error",
@@ -158,6 +167,15 @@ class History:
         """No reply (timeout, connection lost): it may take effect at any later time, or never."""
         self._finish(handle, Outcome.UNKNOWN, value=handle.value, found=None)
 
+    def error(self, handle: Pending, exc: BaseException) -> Outcome:
+        """Record the outcome ``exc`` stands for (see :func:`outcome_of_error`) and return it."""
+        outcome = outcome_of_error(exc)
+        if outcome is Outcome.FAILED:
+            self.fail(handle)
+        else:
+            self.unknown(handle)
+        return outcome
+
     def _finish(
         self, handle: Pending, outcome: Outcome, value: str | None, found: bool | None
     ) -> None:
@@ -237,6 +255,138 @@ def make_op(
     return Operation(id, client, Kind(kind), key, value, found, outcome, invoke, complete)
 
 
-def with_complete(op: Operation, complete: float) -> Operation:
-    """A copy of ``op`` with another completion time."""
-    return replace(op, complete=complete)
+class Session(Protocol):
+    """One logical client's connection, as the workload drives it."""
+
+    def connect(self) -> None:
+        """Raise OSError or YakvsError when the server cannot be reached (nothing was sent)."""
+
+    def execute(self, request: Request) -> Reply:
+        """Send one request, wait for its reply; raise when the outcome is unknown."""
+
+    def close(self) -> None: ...
+
+
+class WireSession:
+    """A bare JSON-lines connection, no retries: every lost reply is visibly an unknown outcome
+    (a retrying client would hide, or duplicate, exactly what a fault test must see)."""
+
+    def __init__(self, addr: str, timeout: float = 2.0) -> None:
+        host, _, port = addr.rpartition(":")
+        self._address = (host, int(port))
+        self._timeout = timeout
+        self._sock: socket.socket | None = None
+        self._lines = LineBuffer()
+        self._ready: list[bytes] = []
+
+    def connect(self) -> None:
+        self._sock = socket.create_connection(self._address, timeout=self._timeout)
+        self._lines = LineBuffer()
+        self._ready = []
+
+    def execute(self, request: Request) -> Reply:
+        if self._sock is None:
+            raise ConnectionError("not connected")
+        self._sock.sendall(encode_request(request))
+        while not self._ready:
+            data = self._sock.recv(65536)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            self._ready.extend(self._lines.feed(data))
+        try:
+            return decode_reply(self._ready.pop(0))
+        except BadRequestError as exc:
+            # Garbage from the server says nothing about whether the write was applied.
+            raise ConnectionError(f"bad reply: {exc}") from None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def execute_recorded(history: History, session: Session, client: int, kind: Kind, key: str,
+                     value: str | None = None) -> Outcome:
+    """Run one operation through ``session`` and record it; on UNKNOWN the caller must drop the
+    session, since a late reply on it would be taken for the next request's."""
+    handle = history.invoke(client, kind, key, value)
+    try:
+        reply = session.execute(Request(Op(kind.value), key, value or ""))
+    except (OSError, YakvsError) as exc:
+        return history.error(handle, exc)
+    if reply.ok:
+        history.ok(handle, value=reply.value, found=True if kind is Kind.DELETE else None)
+        return Outcome.OK
+    exc = error_from_code(reply.code, reply.message)
+    if isinstance(exc, KeyNotFoundError) and kind is not Kind.SET:
+        history.ok(handle, value=None, found=False if kind is Kind.DELETE else None)
+        return Outcome.OK
+    return history.error(handle, exc)
+
+
+class Workload:
+    """Logical clients, one thread each, issuing random SET / GET / DELETE with unique values
+    on a small key set until stopped; every operation lands in ``history``."""
+
+    def __init__(
+        self,
+        history: History,
+        new_session: Callable[[], Session],
+        keys: Sequence[str],
+        clients: int = 4,
+        seed: int = 0,
+        mix: tuple[float, float, float] = (0.45, 0.4, 0.15),  # SET, GET, DELETE
+    ) -> None:
+        self.history = history
+        self._new_session = new_session
+        self._keys = list(keys)
+        self._mix = mix
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._threads = [
+            threading.Thread(target=self._run, args=(n, random.Random(seed * 1000 + n)),
+                             name=f"workload-{n}", daemon=True)
+            for n in range(clients)
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop and join every client; re-raise the first bug a client thread hit."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if self._errors:
+            raise self._errors[0]
+        if stuck:
+            raise RuntimeError(f"workload clients did not stop: {stuck}")
+
+    def _run(self, client: int, rng: random.Random) -> None:
+        session: Session | None = None
+        try:
+            while not self._stop.is_set():
+                if session is None:
+                    session = self._new_session()
+                    try:
+                        session.connect()
+                    except (OSError, YakvsError):
+                        session = None
+                        self._stop.wait(0.02)  # the server is down: nothing was sent
+                        continue
+                kind = rng.choices((Kind.SET, Kind.GET, Kind.DELETE), self._mix)[0]
+                key = rng.choice(self._keys)
+                value = self.history.unique_value(client) if kind is Kind.SET else None
+                if execute_recorded(self.history, session, client, kind, key, value) is not (
+                    Outcome.OK
+                ):
+                    session.close()
+                    session = None
+        except BaseException as exc:
+            self._errors.append(exc)
+        finally:
+            if session is not None:
+                session.close()
