@@ -110,10 +110,19 @@ def render_status(info: Mapping[str, Any], *, pretty: bool) -> Fragments:
     """``key: value`` lines in a stable order, then the member table of a cluster."""
     names = [name for name in _STATUS_ORDER if name in info]
     names += sorted(name for name in info if name not in names and name != "members")
-    width = max((len(name) for name in names), default=0)
+    width = max((len(n) for n in names if not isinstance(info[n], dict)), default=0)
     lines: Fragments = []
     for name in names:
-        lines += [(LABEL, f"{name + ':':<{width + 1}} "), ("", _scalar(info[name])), ("", "\n")]
+        value = info[name]
+        if isinstance(value, dict) and value:
+            # Nested sections (a store's counters, say) read better as an indented block.
+            lines += [(LABEL, f"{name}:"), ("", "\n")]
+            inner = max(len(str(k)) for k in value)
+            for key in sorted(value, key=str):
+                lines += [(DIM, f"  {str(key) + ':':<{inner + 1}} "), ("", _scalar(value[key]))]
+                lines.append(("", "\n"))
+            continue
+        lines += [(LABEL, f"{name + ':':<{width + 1}} "), ("", _scalar(value)), ("", "\n")]
     members = info.get("members")
     if isinstance(members, list) and members:
         lines += [(LABEL, "members:"), ("", "\n")]
