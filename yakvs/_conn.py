@@ -1,8 +1,9 @@
 """One client connection: an asyncio Protocol around the sans-IO codec in :mod:`yakvs.protocol`.
 
 Per read: decode every complete line, run them in order through the backend in one call, answer
-with one ``transport.write``. A batch whose backend call is async is queued per connection so
-replies never overtake each other.
+with one ``transport.write``. Batches wait in a per-connection queue while an async backend call
+is pending or the client is not reading its replies, so replies never overtake each other and
+unsent replies stay bounded.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _NS_PER_MS = 1_000_000
+# Requests per backend call. One read may hold thousands of pipelined requests; answering them
+# in slices lets backpressure act between slices, so one read of small GETs for big values cannot
+# pile up unbounded replies in memory.
+MAX_BATCH = 64
 _INVALID = error_reply(BadRequestError("Invalid command format"))
 _NOT_OBJECT = error_reply(BadRequestError("Invalid command format: expected a JSON object"))
 _Batch = tuple[list[Request], list[tuple[int, Reply]] | None]
@@ -48,7 +53,7 @@ class Connection(asyncio.Protocol):
         "_closing",
         "_execute_now",
         "_first",
-        "_paused_pending",
+        "_paused_reading",
         "_paused_write",
         "_queue",
         "_server",
@@ -68,7 +73,7 @@ class Connection(asyncio.Protocol):
         self._first = True
         self._closing = False
         self._paused_write = False
-        self._paused_pending = False
+        self._paused_reading = False
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
 
@@ -81,15 +86,15 @@ class Connection(asyncio.Protocol):
             self.peer = f"{peer[0]}:{peer[1]}"
         server = self._server
         if len(server.connections) >= server.config.max_clients or server.stopping:
-            reason = "Too many clients" if not server.stopping else "Server is shutting down"
+            reason = "Server is shutting down" if server.stopping else "Too many clients"
             logger.warning("refusing %s: %s", self.peer, reason)
-            transport.write(encode_reply(error_reply(UnavailableError(reason))))
+            self.transport.write(encode_reply(error_reply(UnavailableError(reason))))
             self._closing = True
-            transport.close()
+            self.transport.close()
             return
         server.connections.add(self)
         high = server.config.write_high_water
-        transport.set_write_buffer_limits(high=high, low=high // 4)
+        self.transport.set_write_buffer_limits(high=high, low=high // 4)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -97,14 +102,13 @@ class Connection(asyncio.Protocol):
         self._server.connections.discard(self)
 
     def pause_writing(self) -> None:
-        # The client is not reading its replies: stop reading its requests until it catches up,
-        # so its unsent replies (and our memory) stay bounded.
+        # The client is not reading its replies: stop answering and reading until it catches up.
         self._paused_write = True
         self._update_reading()
 
     def resume_writing(self) -> None:
         self._paused_write = False
-        self._update_reading()
+        self._pump()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -118,19 +122,25 @@ class Connection(asyncio.Protocol):
         buffer = self._buffer
         lines = buffer.feed(data)
         if lines:
-            self._submit(self._decode(lines))
+            if len(lines) <= MAX_BATCH:
+                self._submit(self._decode(lines))
+            else:
+                for i in range(0, len(lines), MAX_BATCH):
+                    self._submit(self._decode(lines[i : i + MAX_BATCH]))
         if buffer.overflowed:
             size = self._server.config.max_request_size
             logger.warning("closing %s: request line over %d bytes", self.peer, size)
             message = f"Request too large (limit {size} bytes)"
-            self._submit(([], [(0, error_reply(TooLargeError(message)))]), close_after=True)
+            self._closing = True
+            self._submit(([], [(0, error_reply(TooLargeError(message)))]))
+            self._submit(_CLOSE)
 
     def eof_received(self) -> bool | None:
-        # Half-close (``nc -q``, a script's shutdown(SHUT_WR)): answer what was sent, then close.
+        # Half-close (``nc -q``, shutdown(SHUT_WR)): answer what was sent, then close.
         if self._task is None and not self._queue:
             return None
         self._closing = True
-        self._queue.append(_CLOSE)
+        self._submit(_CLOSE)
         return True
 
     # --- batches ---------------------------------------------------------------------------------
@@ -160,27 +170,27 @@ class Connection(asyncio.Protocol):
             errors.append((len(requests) + len(errors), reply))
         return requests, errors
 
-    def _submit(self, batch: _Batch, close_after: bool = False) -> None:
-        if close_after:
-            self._closing = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
-        if self._task is not None or self._queue:
+    def _submit(self, batch: _Batch) -> None:
+        if self._task is None and not self._queue and not self._paused_write:
+            self._run(batch)  # the hot path: nothing ahead of this batch
+        else:
             self._queue.append(batch)
-            if close_after:
-                self._queue.append(_CLOSE)
             self._update_reading()
-            return
-        self._run(batch)
-        if close_after:
-            if self._task is None:
-                self._close()
-            else:
-                self._queue.append(_CLOSE)
+
+    def _pump(self) -> None:
+        queue = self._queue
+        while queue and self._task is None and not self._paused_write:
+            self._run(queue.popleft())
+        self._update_reading()
 
     def _run(self, batch: _Batch) -> None:
+        if batch is _CLOSE:
+            self._close()
+            return
         requests, errors = batch
         if not requests:
-            self._write([], errors)
+            if errors:
+                self._write([], errors)
             return
         execute_now = self._execute_now
         if execute_now is not None:
@@ -193,7 +203,9 @@ class Connection(asyncio.Protocol):
         self._server.inflight.add(task)
         task.add_done_callback(lambda t: self._batch_done(t, errors))
 
-    def _batch_done(self, task: asyncio.Future[list[Reply]], errors: list | None) -> None:
+    def _batch_done(
+        self, task: asyncio.Future[list[Reply]], errors: list[tuple[int, Reply]] | None
+    ) -> None:
         self._task = None
         self._server.inflight.discard(task)
         if task.cancelled():
@@ -205,13 +217,7 @@ class Connection(asyncio.Protocol):
             self._close()
             return
         self._write(task.result(), errors)
-        while self._queue and self._task is None:
-            batch = self._queue.popleft()
-            if batch is _CLOSE:
-                self._close()
-                return
-            self._run(batch)
-        self._update_reading()
+        self._pump()
 
     def _write(self, replies: list[Reply], errors: list[tuple[int, Reply]] | None) -> None:
         if errors:
@@ -230,16 +236,21 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        pause = self._paused_write or len(self._queue) >= self._server.config.max_pending_batches
-        if pause and not self._paused_pending:
-            self._paused_pending = True
+        pause = (
+            self._paused_write
+            or self._closing
+            or len(self._queue) >= self._server.config.max_pending_batches
+        )
+        if pause and not self._paused_reading:
+            self._paused_reading = True
             transport.pause_reading()
-        elif not pause and self._paused_pending and not self._closing:
-            self._paused_pending = False
+        elif not pause and self._paused_reading:
+            self._paused_reading = False
             transport.resume_reading()
 
     def _close(self) -> None:
         self._closing = True
+        self._queue.clear()
         if self.transport is not None:
             self.transport.close()
 
