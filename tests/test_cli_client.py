@@ -111,7 +111,7 @@ def test_bad_flags_exit_2():
 def test_dead_server_exits_3(dead_addr):
     result = CliRunner().invoke(main, ["--addr", dead_addr, "ping"])
     assert result.exit_code == 3
-    assert f"cannot connect to {dead_addr}" in result.stderr
+    assert f"cannot connect to {dead_addr}" in result.stderr.lower()
     assert "Traceback" not in result.output
 
 
@@ -123,7 +123,19 @@ def test_dead_server_real_process_exits_3(dead_addr):
         timeout=30,
     )
     assert proc.returncode == 3
-    assert "cannot connect" in proc.stderr and "Traceback" not in proc.stderr
+    assert "cannot connect" in proc.stderr.lower() and "Traceback" not in proc.stderr
+
+
+def test_silent_server_times_out_with_exit_3():
+    # A listener that never answers stands in for a hung server.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        addr = f"127.0.0.1:{listener.getsockname()[1]}"
+        result = CliRunner().invoke(main, ["--addr", addr, "--timeout", "0.3", "set", "k", "v"])
+    assert result.exit_code == 3
+    assert "within 0.3s" in result.stderr
+    assert "may or may not have been applied" in result.stderr
 
 
 def test_piped_commands_one_per_line(run):

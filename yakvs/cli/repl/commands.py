@@ -116,7 +116,7 @@ def parse_ttl(text: str, syntax: str = "SET key value [ttl_seconds]") -> int:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:
         raise CommandUsageError(
-            f"ttl_seconds must be a positive number of seconds, got {text!r}; syntax: {syntax}"
+            f"ttl_seconds must be a positive number, got {text!r}; syntax: {syntax}"
         )
     # Sub-nanosecond TTLs would round to 0, which the wire reads as "no expiry": keep at least 1.
     return max(1, round(seconds * NS_PER_SECOND))

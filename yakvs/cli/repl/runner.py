@@ -52,12 +52,11 @@ def remember_keys(keys: KeyMemory, command: Command, reply: Reply) -> None:
 
 
 def connection_message(conn: Connection, exc: ConnectionFailedError) -> str:
+    """The client's own message already names the addresses; add what a timeout implies."""
+    message = exc.message or f"cannot connect to {conn.seeds}"
     if isinstance(exc, ClientTimeoutError):
-        return (
-            f"no reply from {conn.address} within {conn.timeout:g}s "
-            "(a write may or may not have been applied)"
-        )
-    return f"cannot connect to {conn.seeds}: {exc.message}"
+        message += " (a write may or may not have been applied)"
+    return message
 
 
 def run_words(conn: Connection, printer: Printer, words: Sequence[str]) -> int:
