@@ -65,13 +65,23 @@ async def serve(config: RaftConfig) -> None:
             RaftBackend(node),
         )
         node.on_left = server.request_exit
+        watcher = asyncio.ensure_future(_mark_serving(node, server))
         try:
             await server.serve()
         except OSError as exc:
             raise StartupError(f"cannot bind {config.tcp}: {exc.strerror or exc}") from exc
+        finally:
+            watcher.cancel()
     finally:
         await node.close()
         await runner.cleanup()
+
+
+async def _mark_serving(node: RaftNode, server: Server) -> None:
+    # /readyz must not say 200 before clients can connect; Server.serve() gives no hook.
+    while not server.started:
+        await asyncio.sleep(0.01)
+    node.serving = True
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

@@ -52,6 +52,8 @@ class RaftNode:
         self.writes = WriteBatcher(self._propose_batch)
         self.barrier = Barrier(self._propose_barrier)
         self.left = False
+        # Set once the client port listens (the CLI knows when); /readyz waits for it.
+        self.serving = False
         self.on_left: Callable[[], None] | None = None
         self._sync: SyncObj | None = None
         self._ticker: Ticker | None = None
@@ -233,7 +235,8 @@ class RaftNode:
         return sync.isNodeConnected(leader)
 
     def is_ready(self) -> bool:
-        return self._sync is not None and self.usable_leader() and self._sync.isReady()
+        return (self.serving and self._sync is not None and self.usable_leader()
+                and self._sync.isReady())
 
     def status(self) -> dict[str, Any]:
         sync = self.sync
