@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
     "--addr", "-addr", type=HOST_PORT, default="127.0.0.1:8080", help="Listen on HOST:PORT."
 )
 @click.option(
-    "--log", "-log", "log", default="kvs.log", type=click.Path(dir_okay=False), help="Command log."
+    "--log", "-log", "log", default="kvs.log", type=click.Path(), help="Command log file."
 )
 @click.option(
     "--fsync",
