@@ -100,6 +100,8 @@ class Store:
             self._replay_now = _now_ms()
             self._fd, result = _log.open_log(self._path, config.repair, self._apply_replay)
             self._size = self._synced = self._base_size = result.size
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path + ".rewrite")  # left by a crash mid-rewrite; never valid
             self._counters["replayed"] = result.records
             logger.info(
                 "%s: replayed %d records, %d keys", self._path, result.records, len(self._data)
