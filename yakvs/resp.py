@@ -335,7 +335,7 @@ class RespParser:
                 # Fast path: the whole header line is here; else the careful, resumable path.
                 cr = buf.find(b"\r", pos + self._scanned)
                 if cr < 0 or cr + 1 >= end or cr - pos > INLINE_MAX_SIZE:
-                    self._pos = pos
+                    self._pos, self._bulk_len = pos, -1
                     cr = self._header_line(b"too big bulk count string")
                     if cr < 0:
                         return None
