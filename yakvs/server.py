@@ -89,12 +89,12 @@ class Server:
         try:
             await self.startup()
             await self._exit.wait()
+            await self.shutdown()
         finally:
-            try:
+            if self.started:  # cancelled or failed while serving: still close the backend
                 await self.shutdown()
-            finally:
-                for sig in installed:
-                    self._loop.remove_signal_handler(sig)
+            for sig in installed:
+                self._loop.remove_signal_handler(sig)
 
     async def startup(self) -> None:
         """Open the backend and start listening; raises OSError / store errors on failure."""
