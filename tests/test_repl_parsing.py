@@ -286,6 +286,10 @@ def test_history_path_precedence(tmp_path: Path):
 
 def test_toolbar_text():
     assert toolbar_text("h:1", {"mode": "standalone"}, True).startswith(" h:1 | standalone | ")
-    cluster = {"mode": "cluster", "role": "leader", "leader": "h:1", "members": []}
-    assert " h:1 | cluster leader | leader h:1 | " in toolbar_text("h:1", cluster, True)
+    follower = {"mode": "raft", "role": "follower", "leader": "h:2", "members": []}
+    assert toolbar_text("h:1", follower, True).startswith(" h:1 | raft follower | leader h:2 | ")
+    leader = {"mode": "raft", "role": "leader", "leader": "h:1", "members": []}
+    assert toolbar_text("h:1", leader, True).startswith(" h:1 | raft leader | HELP")
+    lost = {"mode": "raft", "role": "candidate", "leader": None, "members": []}
+    assert "| leader unknown |" in toolbar_text("h:1", lost, True)
     assert "disconnected" in toolbar_text("h:1", None, False)

@@ -28,7 +28,8 @@ def toolbar_text(address: str, info: dict[str, Any] | None, connected: bool) -> 
         mode = str(info.get("mode", ""))
         role = info.get("role")
         parts.append(f"{mode} {role}".strip() if role and role != mode else mode)
-        if info.get("members") is not None or mode == "cluster":
+        clustered = info.get("members") is not None or mode in ("cluster", "raft")
+        if clustered and role != "leader":
             parts.append(f"leader {info.get('leader') or 'unknown'}")
     parts.append("HELP for commands, Ctrl-D to quit ")
     return " | ".join(part for part in parts if part)
