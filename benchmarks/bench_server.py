@@ -1,0 +1,158 @@
+"""yakvs-server vs Redis, side by side, with the same load generator (jsonload).
+
+Starts ``yakvs-server`` (fsync=everysec by default) and ``redis-server --save '' --appendonly no``
+on free loopback ports, preloads both, then runs jsonload against each alternately, ``--rounds``
+times per scenario, and prints medians and ratios. Not a test: run it by hand.
+
+    python benchmarks/bench_server.py [--rounds 3] [--fsync everysec] [--jsonload /tmp/jsonload]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOOL_SRC = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "jsonload"
+SCENARIOS = [  # (op, pipeline, target ratio vs Redis)
+    ("set", 16, 0.30),
+    ("get", 16, 0.30),
+    ("set", 1, 0.85),
+    ("get", 1, 0.85),
+]
+_FIELD = re.compile(r"(\w+)=([\d.]+)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def ensure_jsonload(path: str) -> str:
+    if os.path.exists(path):
+        return path
+    src = os.environ.get("JSONLOAD_SRC", str(TOOL_SRC))
+    if not os.path.isdir(src):
+        src = "/work/shared/tools/jsonload"
+    build = tempfile.mkdtemp(prefix="jsonload-")
+    shutil.copytree(src, build, dirs_exist_ok=True)
+    subprocess.run(["go", "build", "-o", path, "."], cwd=build, check=True)
+    return path
+
+
+def jsonload(tool: str, port: int, proto: str, op: str, p: int, args: argparse.Namespace, *extra):
+    cmd = [
+        tool, "-addr", f"127.0.0.1:{port}", "-proto", proto, "-op", op,
+        "-c", str(args.c), "-n", str(args.n), "-p", str(p), "-k", str(args.k), "-d", str(args.d),
+        *extra,
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
+    fields = dict(_FIELD.findall(out.stdout))
+    if int(fields.get("errors", "0")) or int(fields.get("misses", "0")):
+        print(f"warning: {out.stdout.strip()}", file=sys.stderr)
+    return float(fields["rps"]), float(fields["p50_ms"]), float(fields["p99_ms"])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fsync", default="everysec", choices=["always", "everysec", "no"])
+    ap.add_argument("--jsonload", default="/tmp/jsonload")
+    ap.add_argument("-c", type=int, default=50)
+    ap.add_argument("-n", type=int, default=4000)
+    ap.add_argument("-k", type=int, default=100_000)
+    ap.add_argument("-d", type=int, default=100)
+    ap.add_argument("--only", help="comma list like set16,get1")
+    args = ap.parse_args()
+    tool = ensure_jsonload(args.jsonload)
+    if shutil.which("redis-server") is None:
+        print("redis-server not installed", file=sys.stderr)
+        return 2
+    workdir = tempfile.mkdtemp(prefix="yakvs-bench-")
+    yport, rport = free_port(), free_port()
+    yakvs = subprocess.Popen(
+        [sys.executable, "-m", "yakvs.cli.server", "--addr", f"127.0.0.1:{yport}",
+         "--log", os.path.join(workdir, "kvs.log"), "--fsync", args.fsync,
+         "--log-level", "warning"],
+    )  # fmt: skip
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    results: dict[tuple[str, int], dict[str, list[tuple[float, float, float]]]] = {}
+    try:
+        wait_port(yport)
+        wait_port(rport)
+        per_conn = max(1, args.k // args.c)
+        for port, proto in ((yport, "json"), (rport, "resp")):  # every key exists for GET runs
+            jsonload(
+                tool,
+                port,
+                proto,
+                "set",
+                16,
+                argparse.Namespace(**{**vars(args), "n": per_conn}),
+                "-seq",
+            )
+        for op, p, _ in SCENARIOS:
+            if args.only and f"{op}{p}" not in args.only.split(","):
+                continue
+            runs = results.setdefault((op, p), {"yakvs": [], "redis": []})
+            for _ in range(args.rounds):
+                runs["yakvs"].append(jsonload(tool, yport, "json", op, p, args))
+                runs["redis"].append(jsonload(tool, rport, "resp", op, p, args))
+    finally:
+        for proc in (yakvs, redis):
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print(f"\nyakvs-server (fsync={args.fsync}) vs redis-server, jsonload c={args.c} n={args.n} "
+          f"k={args.k} d={args.d}, median of {args.rounds} alternating rounds")  # fmt: skip
+    head = f"{'op':<5}{'P':>3}{'yakvs rps':>12}{'redis rps':>12}{'ratio':>8}{'target':>8}"
+    head += f"{'y p50ms':>9}{'y p99ms':>9}{'r p99ms':>9}  ok"
+    print(head)
+    print("-" * len(head))
+    for op, p, target in SCENARIOS:
+        if (op, p) not in results:
+            continue
+        runs = results[(op, p)]
+        y = [statistics.median(x) for x in zip(*runs["yakvs"], strict=True)]
+        r = [statistics.median(x) for x in zip(*runs["redis"], strict=True)]
+        ratio = y[0] / r[0] if r[0] else 0.0
+        ok = ratio >= target and (p == 1 or y[2] < 10.0)
+        print(
+            f"{op.upper():<5}{p:>3}{y[0]:>12.0f}{r[0]:>12.0f}{ratio:>8.2f}{target:>8.2f}"
+            f"{y[1]:>9.2f}{y[2]:>9.2f}{r[2]:>9.2f}  {'yes' if ok else 'NO'}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
