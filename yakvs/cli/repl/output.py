@@ -56,6 +56,10 @@ class Printer:
         """A problem on the client's side (usage, connection): one line on stderr."""
         self._write(self.err, [("class:error", message)])
 
+    def info(self, message: str) -> None:
+        """Banners: stderr, so `yakvs-client | tee answers` records only answers."""
+        self._write(self.err, [("class:dim", message)])
+
     def notice(self, message: str) -> None:
         """Connection news (lost, back): stderr, so piped answers stay clean."""
         self._write(self.err, [("class:warning", message)])

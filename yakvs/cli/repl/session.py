@@ -44,7 +44,7 @@ def _greet(conn: Connection, printer: Printer) -> None:
     except ConnectionFailedError as exc:
         printer.notice(f"{connection_message(conn, exc)}; will retry on the next command")
         return
-    printer.text(f"Connected to {conn.address}. Type HELP for commands, Ctrl-D to quit.")
+    printer.info(f"Connected to {conn.address}. Type HELP for commands, Ctrl-D to quit.")
 
 
 def run_repl(conn: Connection, printer: Printer, *, status_interval: float = 3.0) -> int:
