@@ -6,9 +6,13 @@ its cursor-position requests (CPR) as a terminal would; without answers it hides
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -85,8 +89,8 @@ def server(tmp_path):
 def terminal_factory(tmp_path):
     terminals: list[Terminal] = []
 
-    def make(addr: str) -> Terminal:
-        term = Terminal(addr, tmp_path, "--timeout", "2")
+    def make(addr: str, timeout: str = "2") -> Terminal:
+        term = Terminal(addr, tmp_path, "--timeout", timeout)
         terminals.append(term)
         return term
 
@@ -158,3 +162,65 @@ def test_repl_survives_server_restart(tmp_path, terminal_factory):
         term.child.expect(pexpect.EOF)
         term.child.close()
         assert term.child.exitstatus == 0
+
+
+class SilentServer:
+    """Accepts connections and reads requests but never answers: a hung server.
+
+    Counting the PINGs it received tells the test when the REPL is blocked waiting for a reply,
+    so Ctrl-C is sent at a known moment rather than after a guessed sleep.
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.addr = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.received = b""
+        self.conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                conn, _ = self.listener.accept()
+                conn.setblocking(False)
+                self.conns.append(conn)
+            for conn in self.conns:
+                with contextlib.suppress(BlockingIOError, OSError):
+                    self.received += conn.recv(65536)
+
+    def wait_pings(self, count: int) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while self.received.count(b'"PING"') < count:
+            assert time.monotonic() < deadline, f"REPL sent no PING #{count}: {self.received!r}"
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in [*self.conns, self.listener]:
+            conn.close()
+
+
+def test_repl_ctrl_c_interrupts_a_hung_server(terminal_factory):
+    silent = SilentServer()
+    try:
+        term = terminal_factory(silent.addr, timeout="30")
+        # The greeting PING hangs: Ctrl-C lets the user in instead of waiting 30 s.
+        silent.wait_pings(1)
+        term.child.send("\x03")
+        term.expect("no answer yet from")
+        term.prompt()
+        term.child.sendline("ping")
+        silent.wait_pings(2)
+        term.child.send("\x03")
+        term.expect("interrupted; the command may or may not have run")
+        term.prompt()
+        term.child.send("\x04")
+        term.child.expect(pexpect.EOF)
+        term.child.close()
+        assert term.child.exitstatus == 0
+    finally:
+        silent.close()

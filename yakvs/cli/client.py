@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import click
 
-from yakvs.cli._common import CONTEXT_SETTINGS, LOG_LEVELS, parse_hostport, setup_logging
+from yakvs.cli._common import (
+    CONTEXT_SETTINGS,
+    EXIT_FAILED,
+    LOG_LEVELS,
+    parse_hostport,
+    setup_logging,
+)
 from yakvs.cli._common import version_option as _version_option
 from yakvs.cli.repl.commands import help_text
 from yakvs.cli.repl.connection import Connection
@@ -105,9 +112,22 @@ def main(
             code = run_repl(conn, printer)
         else:
             code = run_lines(conn, printer, click.get_text_stream("stdin"))
+    except BrokenPipeError:
+        # `yakvs-client keys | head -1`: the reader left; stop quietly, as cat does.
+        _silence_stdout()
+        code = EXIT_FAILED
     finally:
         conn.close()
     ctx.exit(code)
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout again at exit and would print a second BrokenPipeError.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (CliRunner): nothing to flush
+        pass
 
 
 def _isatty(stream: Any) -> bool:

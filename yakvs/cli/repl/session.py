@@ -44,6 +44,9 @@ def _greet(conn: Connection, printer: Printer) -> None:
     except ConnectionFailedError as exc:
         printer.notice(f"{connection_message(conn, exc)}; will retry on the next command")
         return
+    except KeyboardInterrupt:  # a hung server: let the user in anyway
+        printer.notice(f"no answer yet from {conn.address}; will retry on the next command")
+        return
     printer.info(f"Connected to {conn.address}. Type HELP for commands, Ctrl-D to quit.")
 
 
