@@ -104,11 +104,29 @@ class Membership:
             member = node.state.members().get(node_id)
             if member is None:
                 raise MembershipError(404, f"no member {node_id}")
-            if member["raft"] in set(node.peers()):
-                await self._change_config("remove", member["raft"])
+            # Registry first: the removed node is still in the configuration, so it learns of
+            # its removal from the log and shuts itself down (see RaftNode._housekeeping).
             await node.call(node.state.remove_member, node_id)
+            if member["raft"] in set(node.peers()):
+                await self._let_it_learn(member["raft"])
+                await self._change_config("remove", member["raft"])
             logger.info("removed %s (%s)", node_id, member["raft"])
             return {"removed": node_id}
+
+    async def _let_it_learn(self, raft: str, timeout: float = 1.0) -> None:
+        """Wait (bounded: it may be down) until ``raft`` has acknowledged a barrier proposed
+        after its removal entry committed: the message carrying the barrier also carried the
+        commit index. Dropping the connection earlier can reset it with that news unread."""
+        node = self.node
+        await node.call(node.state.barrier, idempotent=True)
+        target = node.sync.raftCommitIndex
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if node.sync.getStatus().get(f"match_idx_server_{raft}", 0) >= target:
+                return
+            await asyncio.sleep(0.02)
+        logger.info("%s did not acknowledge its removal; removing it anyway", raft)
 
     async def leave(self) -> dict[str, Any]:
         """Leave the cluster: hand leadership over first, then ask the leader to remove us."""

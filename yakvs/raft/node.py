@@ -139,6 +139,8 @@ class RaftNode:
         self._saved_peers = peers
 
     def mark_left(self) -> None:
+        if self.left:
+            return
         self.left = True
         (self.config.node_dir / LEFT_FILE).write_text("left the cluster\n")
         self.writes.fail_pending(UnavailableError("this node left the cluster"))
@@ -177,11 +179,20 @@ class RaftNode:
             try:
                 if self.is_leader and self.has_quorum and not self.left:
                     self._propose_expiries()
+                if self._was_removed():
+                    logger.warning("this node was removed from the cluster: stopping")
+                    self.mark_left()
                 if rounds % 10 == 0 and self.has_data() and not self.left:
                     if sorted(self.peers()) != self._saved_peers:
                         self.save_meta()
             except Exception:
                 logger.exception("raft housekeeping failed")
+
+    def _was_removed(self) -> bool:
+        # Only once caught up: a joiner replaying an old removal of its id is not removed.
+        node_id = self.config.node_id
+        return (not self.left and self.has_data() and self.sync.isReady()
+                and self.state.is_removed(node_id) and node_id not in self.state.members())
 
     def _propose_expiries(self) -> None:
         for key, expiry in self.state.expired_sample(now_ms(), budget=5000):
