@@ -31,6 +31,7 @@ def final_reads(history: History, addr: str, keys: list[str]) -> None:
 
 def assert_linearizable(history: History, tmp_path: Path) -> None:
     result = check(history.operations(), timeout=60.0)
+    print(f"ops {history.counts()}, {result.describe()}")
     if not result.ok:
         history.dump(tmp_path / "history.jsonl")
     assert result.verdict is Verdict.OK, result.describe()

@@ -14,6 +14,7 @@ from yakvs.errors import (
     NoLeaderError,
     NotLeaderError,
     StorageError,
+    UnavailableError,
     UnknownOutcomeError,
 )
 from yakvs.testing.history import History, Kind, Outcome, load, outcome_of_error
@@ -85,7 +86,8 @@ def test_dump_and_load_round_trip(tmp_path):
     [
         (StorageError(), Outcome.FAILED),
         (NotLeaderError(leader="127.0.0.1:1"), Outcome.FAILED),
-        (NoLeaderError(), Outcome.UNKNOWN),
+        (NoLeaderError(), Outcome.FAILED),
+        (UnavailableError(), Outcome.UNKNOWN),
         (UnknownOutcomeError(), Outcome.UNKNOWN),
         (ClientTimeoutError(), Outcome.UNKNOWN),
         (ConnectionFailedError(), Outcome.UNKNOWN),

@@ -23,6 +23,7 @@ from typing import Protocol
 from yakvs.errors import (
     BadRequestError,
     KeyNotFoundError,
+    NoLeaderError,
     NotLeaderError,
     StorageError,
     YakvsError,
@@ -123,7 +124,8 @@ def outcome_of_error(exc: BaseException) -> Outcome:
     """
     if isinstance(exc, KeyNotFoundError):
         raise ValueError("KeyNotFoundError is an OK outcome (absent key), not a failure")
-    if isinstance(exc, StorageError | BadRequestError | NotLeaderError):
+    # NoLeaderError: the Raft node gives it only when the command was never handed to a leader.
+    if isinstance(exc, StorageError | BadRequestError | NotLeaderError | NoLeaderError):
         return Outcome.FAILED
     if isinstance(exc, YakvsError | OSError | TimeoutError | EOFError):
         return Outcome.UNKNOWN
