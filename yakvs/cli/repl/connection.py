@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from yakvs.client import Client
 from yakvs.errors import ConnectionFailedError
 from yakvs.protocol import Reply, Request
 
 logger = logging.getLogger(__name__)
 
-ClientFactory = Callable[..., Any]
-
-
-def _default_factory(*args: Any, **kwargs: Any) -> Any:
-    # Imported late so command parsing and rendering load without the network stack.
-    from yakvs.client import Client
-
-    return Client(*args, **kwargs)
+# Tests of the toolbar thread and the REPL loop can hand in their own Client-like factory.
+ClientFactory = Callable[..., Client]
 
 
 class Connection:
@@ -35,13 +29,13 @@ class Connection:
         *,
         timeout: float = 5.0,
         retries: int = 3,
-        factory: ClientFactory = _default_factory,
+        factory: ClientFactory = Client,
     ) -> None:
         self.addrs = list(addrs)
         self.timeout = timeout
         self.retries = retries
         self._factory = factory
-        self._client: Any = None
+        self._client: Client | None = None
         # Set after a failure so the next success can say "reconnected".
         self.lost = False
         # True for one reply: the one that came back over a new link after a failure.
@@ -50,12 +44,7 @@ class Connection:
     @property
     def address(self) -> str:
         """The address in use: the one the client settled on (the leader), else the first seed."""
-        if self._client is not None:
-            try:
-                return str(self._client.address)
-            except Exception:  # an address is only for display: never fail on it
-                logger.debug("client has no address yet", exc_info=True)
-        return self.addrs[0]
+        return self._client.address if self._client is not None else self.addrs[0]
 
     @property
     def seeds(self) -> str:
@@ -71,11 +60,15 @@ class Connection:
                     request_timeout=self.timeout,
                     retries=self.retries,
                 )
-            reply: Reply = self._client.execute(request)
-        except (ConnectionFailedError, OSError, KeyboardInterrupt):
+            reply = self._client.execute(request)
+        except (ConnectionFailedError, KeyboardInterrupt):
             self.lost = True
             self.reset()
             raise
+        except OSError as exc:  # the client wraps socket errors; this is belt and braces
+            self.lost = True
+            self.reset()
+            raise ConnectionFailedError(f"{self.address}: {exc}") from exc
         self.reconnected, self.lost = self.lost, False
         return reply
 

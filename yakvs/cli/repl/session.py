@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.output import create_output
 
@@ -23,7 +23,7 @@ from .toolbar import StatusPoller
 
 logger = logging.getLogger(__name__)
 
-PROMPT = [("class:prompt", "yakvs> ")]
+PROMPT = FormattedText([("class:prompt", "yakvs> ")])
 
 
 def _history() -> History:
@@ -101,6 +101,3 @@ def _loop(session: PromptSession[str], conn: Connection, printer: Printer, keys:
             # The reply may still arrive and would answer the next request: the link was dropped.
             printer.notice("interrupted; the command may or may not have run")
 
-
-def stdin_is_terminal() -> bool:
-    return sys.stdin.isatty()

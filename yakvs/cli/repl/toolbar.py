@@ -11,10 +11,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from yakvs.client import Client
 from yakvs.errors import YakvsError
 from yakvs.protocol import Op, Request
 
-from .connection import ClientFactory, Connection, _default_factory
+from .connection import ClientFactory, Connection
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class StatusPoller:
         conn: Connection,
         *,
         interval: float = 3.0,
-        factory: ClientFactory = _default_factory,
+        factory: ClientFactory = Client,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self._conn = conn
@@ -67,11 +68,12 @@ class StatusPoller:
         return toolbar_text(self._conn.address, self.info, self.connected)
 
     def _run(self) -> None:
-        client: Any = None
+        client: Client | None = None
         while not self._stop.is_set():
             address = self._conn.address
             if client is not None and address != self._polled_address:
-                client = _close(client)
+                _close(client)
+                client = None
             info, connected = None, False
             try:
                 if client is None:
@@ -84,7 +86,8 @@ class StatusPoller:
                 info, connected = (reply.info or {}), True
             except (YakvsError, OSError) as exc:
                 logger.debug("toolbar STATUS from %s failed: %s", address, exc)
-                client = _close(client)
+                _close(client)
+                client = None
             if (info, connected) != (self.info, self.connected):
                 self.info, self.connected = info, connected
                 if self.on_change is not None:
@@ -93,7 +96,7 @@ class StatusPoller:
         _close(client)
 
 
-def _close(client: Any) -> None:
+def _close(client: Client | None) -> None:
     if client is not None:
         try:
             client.close()
