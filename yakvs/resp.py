@@ -21,6 +21,7 @@ Deliberate differences from Redis, each for split-invariance or binary safety:
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -251,7 +252,9 @@ class RespParser:
                 elif self._buf[self._pos] != 0x2A:  # '*'
                     argv = self._read_inline()
                 else:
-                    if self._fast is not None:
+                    # Not for the first command of a read: hiredis only pays off from the second
+                    # one on, and most reads of a non-pipelining client hold just one.
+                    if self._fast is not None and self._pos:
                         self._fast(self)
                         if self._ready:
                             return self._ready.popleft()
@@ -370,6 +373,11 @@ class RespParser:
 # --- hiredis fast path ---------------------------------------------------------------------
 
 
+# An aggregate header (array, map, set, push, attribute) announcing 10000+ items. Also matches
+# inside data now and then; that only costs the fast path for the rest of the buffer.
+_BIG_AGGREGATE: Final = re.compile(rb"[*%~>|][1-9][0-9]{4}")
+
+
 class _HiredisArrays:
     """Parse runs of complete arrays with hiredis' C reader, keeping Redis's exact semantics.
 
@@ -378,7 +386,9 @@ class _HiredisArrays:
     back exactly the bytes received (a memcmp) and it is within limits; at the first command
     that is not, or at an incomplete tail, the pure-Python parser takes over from that offset
     and decides, with Redis's error texts. Only bytes already in memory are handed to hiredis,
-    so it never buffers anything we would not.
+    so it never buffers anything we would not. hiredis allocates a whole list as soon as it
+    reads an aggregate header, so ``*2147483647`` would cost 16 GiB before any check of ours:
+    bytes from anything that looks like a count of 10000 or more are left to Python.
     """
 
     __slots__ = ("_new_reader", "_protocol_error", "_reader")
@@ -392,13 +402,18 @@ class _HiredisArrays:
         buf, pos = parser._buf, parser._pos
         if type(buf) is not bytes or parser._fast_stop == pos:
             return
+        big = _BIG_AGGREGATE.search(buf, pos)
+        limit = big.start() if big is not None else len(buf)
+        if limit == pos:
+            parser._fast_stop = pos
+            return
         reader = self._reader if self._reader is not None else self._new_reader()
         self._reader = None
-        reader.feed(buf, pos)
+        reader.feed(buf, pos, limit - pos)
         ready, end = parser._ready, len(buf)
         max_bulk, max_count = parser.max_bulk_len, parser.max_multibulk_len
         max_size = parser.max_command_size
-        while pos < end:
+        while pos < limit:
             try:
                 argv = reader.gets()
                 if argv is False or type(argv) is not list or not 0 < len(argv) <= max_count:
@@ -415,7 +430,7 @@ class _HiredisArrays:
             ready.append(argv)
             pos += size
         else:
-            self._reader = reader  # everything consumed: its buffer is empty, reuse it
+            self._reader = reader  # everything fed was consumed: its buffer is empty, reuse it
         parser._pos = pos
         if pos < end:
             parser._fast_stop = pos  # Python's turn here: do not feed hiredis this tail again
