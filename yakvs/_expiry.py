@@ -7,8 +7,21 @@ live in a list; ``_pos`` maps a key to its slot so removal is a swap with the la
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from collections.abc import Iterator
+
+from yakvs.errors import BadRequestError
+
+# TTLs beyond this are rejected as a likely unit mistake (e.g. nanoseconds passed as seconds).
+MAX_TTL_MS = 100 * 365 * 86_400_000
+# 9999-12-31T23:59:59.999Z; an absolute bound, so replicas never disagree on validity.
+MAX_EXPIRES_AT = 253_402_300_799_999
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class Expiries:
@@ -77,3 +90,26 @@ class Expiries:
 
     def items(self) -> Iterator[tuple[str, int]]:
         return zip(self._keys, self._at, strict=True)
+
+
+def check_key(key: object) -> None:
+    if type(key) is not str:
+        raise BadRequestError("key must be a string")
+    if not key:
+        raise BadRequestError("Key is required")
+
+
+def expiry_ms(ttl: float | None, expires_at: int | None) -> int:
+    """Absolute expiry in epoch ms from exactly one of ttl (seconds) or expires_at (epoch ms)."""
+    if ttl is not None:
+        if expires_at is not None:
+            raise BadRequestError("give ttl or expires_at, not both")
+        if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
+            raise BadRequestError(f"ttl must be a positive finite number of seconds, not {ttl!r}")
+        ms = math.ceil(ttl * 1000)
+        if ms > MAX_TTL_MS:
+            raise BadRequestError("ttl is too large (at most 100 years)")
+        return now_ms() + ms
+    if type(expires_at) is not int or not 0 < expires_at <= MAX_EXPIRES_AT:
+        raise BadRequestError(f"expires_at must be a positive integer epoch ms, not {expires_at!r}")
+    return expires_at

@@ -19,37 +19,35 @@ import contextlib
 import dataclasses
 import heapq
 import logging
-import math
 import os
 import random
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from operator import itemgetter
 from types import TracebackType
 from typing import Any
 
 import orjson
 
 from yakvs import _log
-from yakvs._expiry import Expiries
+from yakvs._expiry import (
+    MAX_EXPIRES_AT,
+    MAX_TTL_MS,
+    Expiries,
+    check_key,
+    expiry_ms,
+    now_ms,
+)
 from yakvs.errors import BadRequestError, StorageError
 
 logger = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("always", "everysec", "no")
-# TTLs beyond this are rejected as a likely unit mistake (e.g. nanoseconds passed as seconds).
-MAX_TTL_MS = 100 * 365 * 86_400_000
-# 9999-12-31T23:59:59.999Z; an absolute bound, so replicas never disagree on validity.
-MAX_EXPIRES_AT = 253_402_300_799_999
+__all__ = ["FSYNC_POLICIES", "MAX_EXPIRES_AT", "MAX_TTL_MS", "Store", "StoreConfig"]
 _SAMPLE = 20  # keys per active-expiry sample, as Redis
 _CYCLE_BUDGET_S = 0.005  # active expiry time per tick; ticks come ~10 times a second
 _REWRITE_RETRY_S = 60.0
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -96,9 +94,10 @@ class Store:
         self._last_rewrite: float | None = None
         self._last_fsync = time.monotonic()
         self._closed = False
+        self._log_failed: str | None = None  # set when an fsync failed; cleared by a rewrite
         self._counters = {"expired_keys": 0, "log_errors": 0, "rewrites": 0, "replayed": 0}
         if self._path is not None:
-            self._replay_now = _now_ms()
+            self._replay_now = now_ms()
             self._fd, result = _log.open_log(self._path, config.repair, self._apply_replay)
             self._size = self._synced = self._base_size = result.size
             with contextlib.suppress(FileNotFoundError):
@@ -119,10 +118,10 @@ class Store:
         self, key: str, value: str, ttl: float | None = None, *, expires_at: int | None = None
     ) -> None:
         """Store ``value`` at ``key``; ttl in seconds or expires_at in epoch ms, else no expiry."""
-        _check_key(key)
+        check_key(key)
         if type(value) is not str:
             raise BadRequestError("value must be a string")
-        at = 0 if ttl is None and expires_at is None else _expiry_ms(ttl, expires_at)
+        at = 0 if ttl is None and expires_at is None else expiry_ms(ttl, expires_at)
         rec = self._encode(("S", key, value, at)) if self._fd is not None else None
         with self._lock:
             self._append(rec)
@@ -141,7 +140,7 @@ class Store:
             at = self._exp.get(key)
             if at is None:
                 return value, None
-            left = at - _now_ms()
+            left = at - now_ms()
             if left > 0:
                 return value, left
             self._reclaim([key])
@@ -149,7 +148,7 @@ class Store:
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; False if it did not exist (or had expired)."""
-        _check_key(key)
+        check_key(key)
         with self._lock:
             if not self._live(key):
                 return False
@@ -160,15 +159,15 @@ class Store:
 
     def expire(self, key: str, ttl: float | None = None, *, expires_at: int | None = None) -> bool:
         """Set (or with neither argument, clear) the expiry of an existing key; False if missing."""
-        _check_key(key)
-        at = 0 if ttl is None and expires_at is None else _expiry_ms(ttl, expires_at)
+        check_key(key)
+        at = 0 if ttl is None and expires_at is None else expiry_ms(ttl, expires_at)
         with self._lock:
             if not self._live(key):
                 return False
             self._append(self._encode(("E", key, at)) if self._fd is not None else None)
             if not at:
                 self._exp.discard(key)
-            elif at <= _now_ms() and self.config.local_expiry:
+            elif at <= now_ms() and self.config.local_expiry:
                 del self._data[key]
                 self._exp.discard(key)
             else:
@@ -177,7 +176,7 @@ class Store:
 
     def persist(self, key: str) -> bool:
         """Drop the expiry of ``key``; False if it is missing or has none (as Redis PERSIST)."""
-        _check_key(key)
+        check_key(key)
         with self._lock:
             if not self._live(key) or key not in self._exp:
                 return False
@@ -210,7 +209,7 @@ class Store:
         if limit is not None and (type(limit) is not int or limit < 0):
             raise BadRequestError("limit must be a non-negative integer")
         with self._lock:
-            now, exp_get = _now_ms(), self._exp.get
+            now, exp_get = now_ms(), self._exp.get
             found = (
                 k for k in self._data if k.startswith(prefix) and (exp_get(k) or now + 1) > now
             )
@@ -224,7 +223,7 @@ class Store:
         with self._lock:
             data = list(self._data.items())
             exps = self._exp.copy()
-        now = _now_ms()
+        now = now_ms()
         for key, value in data:
             at = exps.get(key)
             if at is None or at > now:
@@ -253,7 +252,12 @@ class Store:
             try:
                 os.fsync(fd)
             except OSError as exc:
-                self._counters["log_errors"] += 1
+                # After a failed fsync Linux may drop the dirty pages and report success next
+                # time, so the file can no longer be trusted: refuse writes until a rewrite from
+                # memory (started by tick()) has produced a fully fsynced log again.
+                with self._lock:
+                    self._counters["log_errors"] += 1
+                    self._log_failed = f"fsync failed: {exc.strerror}"
                 raise StorageError(f"fsync of the command log failed: {exc.strerror}") from exc
             with self._lock:
                 if self._fd == fd and size > self._synced:
@@ -309,7 +313,9 @@ class Store:
                 return
             self._closed = True
         self._stop.set()
-        for thread in (self._thread, self._rewrite_thread):
+        # The background thread may start a rewrite until it stops: join it first.
+        for name in ("_thread", "_rewrite_thread"):
+            thread = getattr(self, name)
             if thread is not None and thread is not threading.current_thread():
                 thread.join()
         with self._sync_lock, self._lock:
@@ -349,6 +355,10 @@ class Store:
         fd = self._fd
         if fd is None or rec is None:
             return
+        if self._log_failed is not None:
+            raise StorageError(
+                f"the command log is being rewritten after an error ({self._log_failed})"
+            )
         start = self._size
         try:
             if self._tail_dirty:
@@ -376,7 +386,7 @@ class Store:
         if key not in self._data:
             return False
         at = self._exp.get(key)
-        if at is None or at > _now_ms():
+        if at is None or at > now_ms():
             return True
         self._reclaim([key])
         return False
@@ -404,7 +414,7 @@ class Store:
                 sample = self._exp.sample(_SAMPLE, self._rng)
                 if not sample:
                     return
-                now = _now_ms()
+                now = now_ms()
                 expired = list({k for k, at in sample if at <= now})
                 if expired:
                     self._reclaim(expired)
@@ -412,62 +422,19 @@ class Store:
                 return
 
     def _apply_replay(self, records: list[Any]) -> None:
-        if _plain_sets(records):
-            # The common case (every rewritten log, most workloads): whole batch in C-level calls.
-            keys = list(map(_KEY, records))
-            self._data.update(zip(keys, map(_VALUE, records), strict=True))
-            if len(self._exp):
-                for key in keys:
-                    self._exp.discard(key)
-            return
-        data, exp, now = self._data, self._exp, self._replay_now
-        i = 0
-        try:
-            for i, r in enumerate(records):
-                op = r[0]
-                key = r[1]
-                if type(key) is not str or not key:
-                    raise _log.BadRecord(i, "bad key")
-                if op == "S":
-                    value, at = r[2], r[3]
-                    if type(value) is not str or type(at) is not int:
-                        raise _log.BadRecord(i, "bad SET record")
-                    if at and at <= now:
-                        data.pop(key, None)
-                        exp.discard(key)
-                        continue
-                    data[key] = value
-                    if at:
-                        exp.set(key, at)
-                    else:
-                        exp.discard(key)
-                elif op == "D":
-                    data.pop(key, None)
-                    exp.discard(key)
-                elif op == "E":
-                    at = r[2]
-                    if type(at) is not int:
-                        raise _log.BadRecord(i, "bad EXPIRE record")
-                    if key not in data:
-                        continue
-                    if not at:
-                        exp.discard(key)
-                    elif at <= now:
-                        del data[key]
-                        exp.discard(key)
-                    else:
-                        exp.set(key, at)
-                else:
-                    raise _log.BadRecord(i, "unknown record type")
-        except (IndexError, TypeError, KeyError):
-            raise _log.BadRecord(i, "malformed record") from None
+        _log.apply_records(records, self._data, self._exp, self._replay_now)
 
     def _maybe_compact(self) -> None:
         cfg = self.config
         if (
             self._fd is not None
-            and self._size > cfg.compact_min_size
-            and self._size > cfg.compact_growth * self._base_size
+            and (
+                self._log_failed is not None
+                or (
+                    self._size > cfg.compact_min_size
+                    and self._size > cfg.compact_growth * self._base_size
+                )
+            )
             and time.monotonic() >= self._rewrite_retry_at
             and not (self._rewrite_thread is not None and self._rewrite_thread.is_alive())
         ):
@@ -483,7 +450,8 @@ class Store:
             try:
                 self._rewrite()
             except StorageError as exc:
-                self._rewrite_retry_at = time.monotonic() + _REWRITE_RETRY_S
+                retry = _REWRITE_RETRY_S if self._log_failed is None else 1.0
+                self._rewrite_retry_at = time.monotonic() + retry
                 logger.error("background log rewrite failed (old log kept): %s", exc)
 
         self._rewrite_thread = threading.Thread(target=run, name="yakvs-rewrite", daemon=True)
@@ -500,7 +468,7 @@ class Store:
         tmp = self._path + ".rewrite"
         new_fd: int | None = None
         try:
-            new_fd, size = _log.write_snapshot(tmp, data.items(), exps, _now_ms())
+            new_fd, size = _log.write_snapshot(tmp, data.items(), exps, now_ms())
             del data, exps
             os.fsync(new_fd)  # the bulk, outside the lock
             with self._lock:
@@ -514,6 +482,7 @@ class Store:
                 old_fd, self._fd, new_fd = self._fd, new_fd, None
                 self._size = self._synced = self._base_size = size
                 self._tail_dirty = False
+                self._log_failed = None
                 self._rewrite_buf = None
                 self._last_rewrite = time.time()
                 self._counters["rewrites"] += 1
@@ -540,45 +509,3 @@ class Store:
                 self.tick()
             except Exception:
                 logger.exception("store background work failed")
-
-
-_OP, _KEY, _VALUE, _AT = (itemgetter(i) for i in range(4))
-
-
-def _plain_sets(records: list[Any]) -> bool:
-    """Whether ``records`` are all well-formed SETs without expiry (checked at C speed)."""
-    try:
-        return (
-            set(map(len, records)) == {4}
-            and set(map(_OP, records)) == {"S"}
-            and set(map(type, map(_KEY, records))) == {str}
-            and set(map(type, map(_VALUE, records))) == {str}
-            and set(map(type, map(_AT, records))) == {int}
-            and not any(map(_AT, records))
-            and "" not in map(_KEY, records)
-        )
-    except TypeError:  # a record that is not a list: the per-record path names it
-        return False
-
-
-def _check_key(key: object) -> None:
-    if type(key) is not str:
-        raise BadRequestError("key must be a string")
-    if not key:
-        raise BadRequestError("Key is required")
-
-
-def _expiry_ms(ttl: float | None, expires_at: int | None) -> int:
-    """Absolute expiry in epoch ms from exactly one of ttl (seconds) or expires_at (epoch ms)."""
-    if ttl is not None:
-        if expires_at is not None:
-            raise BadRequestError("give ttl or expires_at, not both")
-        if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
-            raise BadRequestError(f"ttl must be a positive finite number of seconds, not {ttl!r}")
-        ms = math.ceil(ttl * 1000)
-        if ms > MAX_TTL_MS:
-            raise BadRequestError("ttl is too large (at most 100 years)")
-        return _now_ms() + ms
-    if type(expires_at) is not int or not 0 < expires_at <= MAX_EXPIRES_AT:
-        raise BadRequestError(f"expires_at must be a positive integer epoch ms, not {expires_at!r}")
-    return expires_at
