@@ -102,6 +102,12 @@ VALID = [
     ),
     (b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\n\n", [[b"PING"], [b"PING"]]),  # Redis skips 2 bytes
     (cmd(b"SET", b"k", b"v" * SMALL_LIMIT), [[b"SET", b"k", b"v" * SMALL_LIMIT]]),
+    # Valid but not canonical after a first command, where the hiredis path must step aside.
+    (b"PING\r\n*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n", [[b"PING"]] * 3),
+    (
+        b"PING\r\n*1\r\n$4\r\nECHO\r\n*0\r\n" + cmd(b"GET", b"k"),
+        [[b"PING"], [b"ECHO"], [b"GET", b"k"]],
+    ),
 ]
 
 
@@ -143,13 +149,19 @@ ERRORS = [
     (b"PING 'a\r\n", [], proto(b"unbalanced quotes in request")),
     (b'PING "a"b\r\n', [], proto(b"unbalanced quotes in request")),
     (b"PING 'a'b\r\n", [], proto(b"unbalanced quotes in request")),
+    (b"*1\r\n\x00\r\n", [], proto(b"expected '$', got '\x00'")),  # Redis hangs on the NUL
+    (
+        PING + cmd(b"SET", b"k", b"v" * (SMALL_LIMIT + 1)),
+        [[b"PING"]],
+        proto(b"invalid bulk length"),
+    ),
 ]
 
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize(("data", "before", "reply"), ERRORS)
 def test_errors_split_everywhere(path, data, before, reply):
-    for chunks in splits(data):
+    for chunks in splits(data) if len(data) < 200 else big_splits(data):
         parser = make_parser(path)
         assert run(parser, chunks) == (before, reply), chunks
         assert parser.error is not None and parser.error.reply == reply
@@ -158,6 +170,15 @@ def test_errors_split_everywhere(path, data, before, reply):
         parser.feed(PING)
         with pytest.raises(RespProtocolError):
             parser.next_command()
+
+
+@pytest.mark.skipif(hiredis is None, reason="hiredis not installed")
+def test_hiredis_cannot_read_inline_commands():
+    """Why inline commands always take the pure-Python path."""
+    reader = hiredis.Reader()
+    reader.feed(b"GET k\r\n")
+    with pytest.raises(hiredis.ProtocolError):
+        reader.gets()
 
 
 def test_error_is_a_bad_request():

@@ -11,7 +11,8 @@ Deliberate differences from Redis, each for split-invariance or binary safety:
 - An inline line (or an array/bulk header line) longer than 64 KiB is rejected even when it
   arrives in one read; Redis only notices while waiting for the newline, so its verdict depends
   on how the bytes were chunked.
-- NUL is an ordinary byte in inline commands (Redis stops scanning at NUL and hangs).
+- NUL is an ordinary byte in inline commands and header lines (Redis stops scanning at a NUL
+  and waits forever; we run the inline command, or reject the header).
 - The multibulk count is capped at ``max_multibulk_len`` (default 1 Mi, Redis 6's limit; Redis 7
   allows INT_MAX) and one command's total size at ``max_command_size``, so a client cannot make
   us buffer without bound. Redis closes such a client silently; we send
