@@ -285,3 +285,15 @@ def test_failed_rewrite_leaves_old_log_untouched(tmp_path):
     with reopen(path) as s:
         assert state(s) == expected
     assert sorted(os.listdir(tmp_path)) == ["kv.log"]
+
+
+def test_documented_example_log_replays(tmp_path):
+    doc = (Path(__file__).parent.parent / "docs" / "log-format.md").read_text()
+    block = doc.split("```\n", 2)[1]
+    lines = [line.split("  ")[0].strip() for line in block.splitlines()]
+    path = tmp_path / "kv.log"
+    path.write_bytes("".join(line.replace("\\n", "\n") for line in lines).encode())
+    with reopen(path) as s:
+        assert s.keys() == ["user:1"]  # session:9 expired long ago, then was deleted
+        assert s.get("user:1")[0] == "Ada Lovelace"
+        assert s.expires_at("user:1") == 4102444800000  # 2100-01-01
