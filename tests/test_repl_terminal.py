@@ -224,3 +224,24 @@ def test_repl_ctrl_c_interrupts_a_hung_server(terminal_factory):
         assert term.child.exitstatus == 0
     finally:
         silent.close()
+
+
+def _one_shot_on_terminal(addr: str, *words: str) -> tuple[str, int | None]:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "yakvs.cli.client", "--addr", addr, *words],
+        env={**os.environ, "TERM": "xterm"},
+        encoding="utf-8",
+        timeout=TIMEOUT,
+    )
+    output = child.read()
+    child.close()
+    return output, child.exitstatus
+
+
+def test_one_shot_on_a_terminal_is_pretty_and_coloured(server):
+    output, status = _one_shot_on_terminal(server.addr, "set", "k", "a b")
+    assert status == 0 and "OK" in output and "\x1b[" in output
+    output, status = _one_shot_on_terminal(server.addr, "get", "k")
+    assert status == 0
+    assert '"a b"' in output and "(no expiry)" in output and "\x1b[" in output

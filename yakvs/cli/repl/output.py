@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
-from typing import TextIO
-
-from prompt_toolkit import print_formatted_text
-from prompt_toolkit.formatted_text import FormattedText
-from prompt_toolkit.styles import Style
+from functools import cache
+from typing import TYPE_CHECKING, TextIO
 
 from yakvs.protocol import Reply
 
 from .commands import Command
 from .render import Fragments, plain, render_error, render_reply, reply_to_json
 
-STYLE = Style.from_dict(
-    {
-        "ok": "ansigreen",
-        "value": "",
-        "key": "ansicyan",
-        "dim": "ansibrightblack",
-        "label": "bold",
-        "error": "ansired",
-        "warning": "ansiyellow",
-        "prompt": "bold",
-        "bottom-toolbar": "noreverse bg:ansiblue ansiwhite",
-    }
-)
+if TYPE_CHECKING:
+    from prompt_toolkit.styles import Style
+
+# prompt_toolkit takes ~0.3 s to import: scripts that call `yakvs-client get k` in a loop and
+# never print in colour should not pay for it, so it is imported on first coloured output.
+
+
+@cache
+def style() -> Style:
+    """The REPL's style sheet (class names used by render.py)."""
+    from prompt_toolkit.styles import Style
+
+    return Style.from_dict(
+        {
+            "ok": "ansigreen",
+            "value": "",
+            "key": "ansicyan",
+            "dim": "ansibrightblack",
+            "label": "bold",
+            "error": "ansired",
+            "warning": "ansiyellow",
+            "prompt": "bold",
+            "bottom-toolbar": "noreverse bg:ansiblue ansiwhite",
+        }
+    )
 
 
 class Printer:
@@ -68,7 +77,10 @@ class Printer:
         if not fragments:
             return
         if self.color:
-            print_formatted_text(FormattedText(fragments), style=STYLE, file=stream)
+            from prompt_toolkit import print_formatted_text
+            from prompt_toolkit.formatted_text import FormattedText
+
+            print_formatted_text(FormattedText(fragments), style=style(), file=stream)
         else:
             stream.write(plain(fragments) + "\n")
         stream.flush()

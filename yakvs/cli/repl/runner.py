@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from yakvs.cli._common import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from yakvs.errors import ClientTimeoutError, ConnectionFailedError, YakvsError
 from yakvs.protocol import Op, Reply
 
 from .commands import Command, CommandUsageError, help_text, parse_line, parse_words
-from .completer import KeyMemory
 from .connection import Connection
 from .output import Printer
+
+if TYPE_CHECKING:  # the completer pulls in prompt_toolkit, which one-shot runs never need
+    from .completer import KeyMemory
 
 
 def run_command(

@@ -17,7 +17,7 @@ from .commands import CommandUsageError, parse_line
 from .completer import KeyMemory, YakvsCompleter
 from .connection import Connection
 from .history import history_path
-from .output import STYLE, Printer
+from .output import Printer, style
 from .runner import connection_message, run_command
 from .toolbar import StatusPoller
 
@@ -60,7 +60,7 @@ def run_repl(conn: Connection, printer: Printer, *, status_interval: float = 3.0
         completer=YakvsCompleter(keys),
         complete_while_typing=False,
         bottom_toolbar=poller.text,
-        style=STYLE,
+        style=style(),
         # Prompt on the terminal even when answers are piped (yakvs-client | tee log).
         output=create_output(always_prefer_tty=True),
         enable_history_search=False,
