@@ -51,6 +51,7 @@ class Connection(asyncio.Protocol):
         "_backend",
         "_buffer",
         "_closing",
+        "_execute_encoded",
         "_execute_now",
         "_first",
         "_paused_reading",
@@ -67,6 +68,7 @@ class Connection(asyncio.Protocol):
         self._backend = server.backend
         # The optional synchronous fast path (LocalBackend without fsync=always).
         self._execute_now = getattr(server.backend, "try_execute_now", None)
+        self._execute_encoded = getattr(server.backend, "try_execute_encoded", None)
         self._buffer = LineBuffer(server.config.max_request_size)
         self._queue: deque[_Batch] = deque()
         self._task: asyncio.Future[list[Reply]] | None = None
@@ -192,6 +194,13 @@ class Connection(asyncio.Protocol):
             if errors:
                 self._write([], errors)
             return
+        if errors is None and self._execute_encoded is not None:
+            data = self._execute_encoded(requests)
+            if data is not None:
+                transport = self.transport
+                if transport is not None and not transport.is_closing():
+                    transport.write(data)
+                return
         execute_now = self._execute_now
         if execute_now is not None:
             replies = execute_now(requests)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -82,6 +82,32 @@ class Reply:
     leader: str | None = None
 
 
+# A frozen dataclass's generated __init__ sets every field through object.__setattr__; on the
+# server's hot path that was the largest single cost of decoding (~1 us a request). Setting the
+# slots through their descriptors builds an identical, equal Request in about half the time.
+_REQUEST_FIELDS = ("op", "key", "value", "expires_in", "prefix", "limit", "consistency")
+assert tuple(f.name for f in fields(Request)) == (*_REQUEST_FIELDS, "expires_at"), "update _request"
+_new = object.__new__
+_set_op, _set_key, _set_value, _set_expires_in, _set_prefix, _set_limit, _set_cons, _set_at = (
+    Request.__dict__[f.name].__set__ for f in fields(Request)
+)
+
+
+def _request(
+    op: Op, key: str, value: str = "", expires_in: int = 0, expires_at: int | None = None
+) -> Request:
+    request = _new(Request)
+    _set_op(request, op)
+    _set_key(request, key)
+    _set_value(request, value)
+    _set_expires_in(request, expires_in)
+    _set_prefix(request, "")
+    _set_limit(request, 0)
+    _set_cons(request, None)
+    _set_at(request, expires_at)
+    return request
+
+
 # The Go original's messages, kept verbatim: its users may match on them.
 MSG_NOT_FOUND = "Key not found"
 MSG_NOT_FOUND_OR_EXPIRED = "Key not found or expired"
@@ -97,7 +123,7 @@ DEFAULT_MAX_LINE = 1 << 20
 
 OK = Reply()
 PONG = Reply(value="PONG")
-_OK_LINE = b'{"status":"success"}\n'
+OK_LINE = b'{"status":"success"}\n'
 
 _OPS: dict[str, Op] = {op.value: op for op in Op}
 _KEYED = frozenset({Op.SET, Op.GET, Op.DELETE, Op.TTL, Op.EXISTS})
@@ -214,8 +240,8 @@ def request_from_dict(obj: dict[str, Any], now_ms: int | None = None) -> Request
         if expires_in and now_ms is not None:
             # Sub-millisecond TTLs round up: a key set with a TTL must never live forever.
             expires_at = now_ms + max(1, expires_in // NS_PER_MS)
-            return Request(op, key, value, expires_in, expires_at=expires_at)
-        return Request(op, key, value, expires_in)
+            return _request(op, key, value, expires_in, expires_at)
+        return _request(op, key, value, expires_in)
     consistency = obj.get("consistency")
     if consistency is not None:
         consistency = _CONSISTENCY.get(consistency) if type(consistency) is str else None
@@ -230,7 +256,7 @@ def request_from_dict(obj: dict[str, Any], now_ms: int | None = None) -> Request
             raise _bad("limit must be a non-negative integer")
         return Request(op, prefix=prefix, limit=limit, consistency=consistency)
     if consistency is None:
-        return Request(op, key)
+        return _request(op, key)
     return Request(op, key, consistency=consistency)
 
 
@@ -276,7 +302,7 @@ NOT_FOUND_OR_EXPIRED = error_reply(KeyNotFoundError(MSG_NOT_FOUND_OR_EXPIRED))
 def encode_reply(reply: Reply) -> bytes:
     """One reply as a JSON line. Integers stay JSON integers: Go decodes ``ttl`` as an int64."""
     if reply is OK:
-        return _OK_LINE
+        return OK_LINE
     if reply.ok:
         obj: dict[str, Any] = {"status": "success"}
         if reply.value is not None:
@@ -294,6 +320,13 @@ def encode_reply(reply: Reply) -> bytes:
         if reply.leader is not None:
             obj["leader"] = reply.leader
     return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def encode_value_reply(value: str, ttl: int) -> bytes:
+    """The line of ``Reply(value=value, ttl=ttl)``, without building the Reply (GET's hot path)."""
+    return orjson.dumps(
+        {"status": "success", "value": value, "ttl": ttl}, option=orjson.OPT_APPEND_NEWLINE
+    )
 
 
 def encode_replies(replies: Iterable[Reply]) -> bytes:
@@ -343,6 +376,7 @@ __all__ = [
     "NOT_FOUND",
     "NOT_FOUND_OR_EXPIRED",
     "OK",
+    "OK_LINE",
     "PONG",
     "Consistency",
     "LineBuffer",
@@ -354,6 +388,7 @@ __all__ = [
     "encode_replies",
     "encode_reply",
     "encode_request",
+    "encode_value_reply",
     "error_reply",
     "looks_like_http",
     "raise_for_error",
