@@ -332,7 +332,6 @@ class RespParser:
             self._mb_left, self._argv, self._cmd_size = count, [], cr + 2 - pos
             pos = cr + 2
         argv, end = self._argv, len(buf)
-        copy = type(buf) is not bytes
         size = self._bulk_len
         while True:
             if size < 0:
@@ -349,9 +348,10 @@ class RespParser:
                 if digits.isdigit() and len(digits) < 10 and (digits[0] != 0x30 or cr == pos + 2):
                     size = int(digits)
                 else:
-                    size = _string2ll(digits)
-                    if size is None or size < 0:
+                    strict = _string2ll(digits)
+                    if strict is None or strict < 0:
                         raise _protocol_error(b"invalid bulk length")
+                    size = strict
                 if size > self.max_bulk_len:
                     raise _protocol_error(b"invalid bulk length")
                 self._cmd_size += cr + 4 - pos + size
@@ -361,7 +361,8 @@ class RespParser:
             if end - pos < size + 2:
                 self._pos, self._bulk_len = pos, size  # a declared, in-limit bulk: wait for it
                 return None
-            argv.append(bytes(buf[pos : pos + size]) if copy else buf[pos : pos + size])
+            arg = buf[pos : pos + size]
+            argv.append(arg if type(arg) is bytes else bytes(arg))
             pos += size + 2  # like Redis, the two bytes after the bulk are not checked
             size = -1
             self._mb_left -= 1
