@@ -26,7 +26,7 @@ def server(tmp_path_factory):
 def run(server):
     runner = CliRunner()
 
-    def invoke(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
+    def invoke(*args: str, stdin: str | bytes | None = None, env: dict[str, str] | None = None):
         return runner.invoke(main, ["--addr", server.addr, *args], input=stdin, env=env)
 
     return invoke
@@ -151,6 +151,17 @@ def test_piped_bad_line_names_it_and_exits_2(run):
     assert result.stdout == "PONG\nPONG\n"
     assert "line 2: cannot parse the line: no closing quotation" in result.stderr
     assert result.exit_code == 2
+
+
+def test_invalid_utf8_is_a_usage_error_not_a_traceback(run):
+    result = run(stdin=b"set k \xff\nping\r\n")
+    assert result.stdout == "PONG\n"
+    assert "line 1: not valid UTF-8" in result.stderr
+    assert result.exit_code == 2
+    # argv bytes that are not UTF-8 reach Python as lone surrogates.
+    result = run("set", "k", "\udcff")
+    assert result.exit_code == 2
+    assert "not valid UTF-8" in result.stderr and "Traceback" not in result.output
 
 
 def test_piped_json(run):

@@ -131,7 +131,9 @@ def test_repl_session_history_completion_ctrl_c_ctrl_d(server, terminal_factory,
     term.child.expect(pexpect.EOF)
     term.child.close()
     assert term.child.exitstatus == 0
-    history = (tmp_path / "xdg" / "yakvs" / "history").read_text()
+    history_file = tmp_path / "xdg" / "yakvs" / "history"
+    assert history_file.stat().st_mode & 0o777 == 0o600
+    history = history_file.read_text()
     # prompt_toolkit stores a repeated line once; the line dropped by Ctrl-C is not stored.
     assert history.count("+exists 'user one'\n") == 1
     # The history outlives the session: a new REPL recalls the line with up-arrow.

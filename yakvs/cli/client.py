@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -22,6 +23,8 @@ from yakvs.cli.repl.output import Printer
 from yakvs.cli.repl.runner import run_lines, run_words
 
 DEFAULT_ADDR = "127.0.0.1:8080"
+
+logger = logging.getLogger(__name__)
 
 
 def _parse_addrs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
@@ -111,10 +114,15 @@ def main(
 
             code = run_repl(conn, printer)
         else:
-            code = run_lines(conn, printer, click.get_text_stream("stdin"))
+            # Bytes, decoded line by line, so one bad line is reported by number, not fatal.
+            code = run_lines(conn, printer, click.get_binary_stream("stdin"))
     except BrokenPipeError:
         # `yakvs-client keys | head -1`: the reader left; stop quietly, as cat does.
         _silence_stdout()
+        code = EXIT_FAILED
+    except Exception as exc:  # the promise is "never a traceback": a bug still gets one line
+        logger.debug("unexpected failure", exc_info=True)
+        printer.error(f"error: internal error: {exc!r} (run with --log-level debug for details)")
         code = EXIT_FAILED
     finally:
         conn.close()

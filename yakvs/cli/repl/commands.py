@@ -98,6 +98,13 @@ def parse_words(words: Sequence[str]) -> Command:
     if spec is None:
         raise CommandUsageError(f"unknown command {words[0]!r}; type HELP for the list")
     args = tuple(words[1:])
+    for word in args:
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:
+            # argv bytes that are not UTF-8 arrive as lone surrogates; the wire carries UTF-8 only.
+            raw = word.encode("utf-8", "surrogateescape")
+            raise CommandUsageError(f"argument {raw!r} is not valid UTF-8") from None
     if not spec.min_args <= len(args) <= spec.max_args:
         problem = "missing arguments" if len(args) < spec.min_args else "too many arguments"
         raise CommandUsageError(f"{problem} for {spec.name}; syntax: {spec.syntax}")

@@ -78,16 +78,21 @@ def run_words(conn: Connection, printer: Printer, words: Sequence[str]) -> int:
         return EXIT_UNAVAILABLE
 
 
-def run_lines(conn: Connection, printer: Printer, lines: Iterable[str]) -> int:
+def run_lines(conn: Connection, printer: Printer, lines: Iterable[str | bytes]) -> int:
     """Commands piped on stdin, one per line; keeps going after a failed command, as redis-cli.
 
     Exit code: 3 as soon as the server cannot be reached, else 2 if any line was unusable, else 1
     if any command failed, else 0.
     """
     usage_error = failed = False
-    for number, line in enumerate(lines, 1):
+    for number, raw in enumerate(lines, 1):
         try:
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
             command = parse_line(line.rstrip("\r\n"))
+        except UnicodeDecodeError:
+            printer.error(f"error: line {number}: not valid UTF-8")
+            usage_error = True
+            continue
         except CommandUsageError as exc:
             printer.error(f"error: line {number}: {exc}")
             usage_error = True

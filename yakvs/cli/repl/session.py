@@ -29,8 +29,9 @@ PROMPT = FormattedText([("class:prompt", "yakvs> ")])
 def _history() -> History:
     path = history_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
+        # History holds every value typed (passwords too): private, as a shell's history is.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
     except OSError as exc:
         # A read-only home must not cost the user the REPL, only the saved history.
         logger.warning("history disabled: cannot write %s: %s", path, exc)
