@@ -265,3 +265,35 @@ def test_many_clients_at_once(server):
     for t in threads:
         t.join(30)
     assert results == [True] * 20
+
+
+def test_everysec_fsyncs_from_a_worker_thread(tmp_path):
+    with run_server(tmp_path, fsync="everysec") as srv:
+        w = Wire(srv.addr)
+        assert w.call(_set("k", "v"))["status"] == "success"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            info = w.call({"op": "STATUS"})["info"]
+            if info["store"]["log_synced_bytes"] == info["store"]["log_bytes"] > 0:
+                break
+            time.sleep(0.05)
+        assert info["syncs"] >= 1
+        assert info["store"]["log_synced_bytes"] == info["store"]["log_bytes"]
+        w.close()
+
+
+def test_group_commit_shares_fsyncs(tmp_path):
+    with run_server(tmp_path, fsync="always") as srv:
+        wires = [Wire(srv.addr) for _ in range(8)]
+        for n, w in enumerate(wires):  # 8 connections x 64 writes, sent before reading anything
+            w.send(b"".join(orjson.dumps(_set(f"g{n}-{i}", "v")) + b"\n" for i in range(64)))
+        for w in wires:
+            for _ in range(64):
+                assert w.reply() == {"status": "success"}
+        info = wires[0].call({"op": "STATUS"})["info"]
+        assert info["group_commit"] is True
+        # at most one fsync per batch (a send may arrive in two reads), never one per write
+        assert 1 <= info["syncs"] <= 16
+        assert info["store"]["log_synced_bytes"] == info["store"]["log_bytes"]
+        for w in wires:
+            w.close()

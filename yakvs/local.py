@@ -57,9 +57,15 @@ class LocalBackend(Backend):
         tick_interval: float = 0.1,
     ) -> None:
         self.store = store
+        fsync = getattr(getattr(store, "config", None), "fsync", None)
         if group_commit is None:
-            group_commit = getattr(getattr(store, "config", None), "fsync", None) == "always"
+            group_commit = fsync == "always"
         self.group_commit = group_commit
+        # everysec: fsync from a worker thread twice a second, so the store's tick (which would
+        # fsync in the event loop thread, stalling every client for the fsync) finds nothing to do.
+        self._background_sync = not group_commit and fsync == "everysec"
+        self._last_background_sync = 0.0
+        self.syncs = 0  # store.sync() calls made from the worker thread (group + background)
         self.keys_limit = keys_limit
         self._tick_interval = tick_interval
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -82,7 +88,7 @@ class LocalBackend(Backend):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        if self.group_commit:
+        if self.group_commit or self._background_sync:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="yakvs-fsync")
         if self._tick_interval > 0:
             self._tick_handle = self._loop.call_later(self._tick_interval, self._tick)
@@ -196,6 +202,7 @@ class LocalBackend(Backend):
             "role": "standalone",
             "keys": len(self.store),
             "group_commit": self.group_commit,
+            "syncs": self.syncs,
         }
         if isinstance(stats, dict):
             info["store"] = stats
@@ -222,19 +229,32 @@ class LocalBackend(Backend):
         assert self._loop is not None
         running = self._loop.run_in_executor(self._executor, self.store.sync)
         self._running_sync = running
+        self.syncs += 1
         running.add_done_callback(lambda done: self._sync_done(done, fut))
 
-    def _sync_done(self, done: asyncio.Future[Any], fut: asyncio.Future[bool]) -> None:
+    def _sync_done(self, done: asyncio.Future[Any], fut: asyncio.Future[bool] | None) -> None:
         self._running_sync = None
         ok = not done.cancelled() and done.exception() is None
         if not ok:
             logger.error("fsync of the command log failed: %s", done.exception())
-        if not fut.done():
+        if fut is not None and not fut.done():
             fut.set_result(ok)
         if self._next_sync is not None:
             self._start_sync()
 
     def _tick(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        if (
+            self._background_sync
+            and self._running_sync is None
+            and now - self._last_background_sync >= 0.5
+        ):
+            self._last_background_sync = now
+            running = self._loop.run_in_executor(self._executor, self.store.sync)
+            self._running_sync = running
+            self.syncs += 1
+            running.add_done_callback(lambda done: self._sync_done(done, None))
         try:
             self.store.tick()
         except Exception:
