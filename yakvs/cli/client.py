@@ -41,8 +41,7 @@ def _parse_addrs(ctx: click.Context, param: click.Parameter, value: tuple[str, .
 
 
 _EPILOG = "\b\n" + help_text().replace("\n\n", "\n") + (
-    "\n\nWith no COMMAND: a REPL on a terminal, else one command per line from stdin."
-    "\nExit codes: 0 ok, 1 command failed (key not found too), 2 usage error, 3 cannot connect."
+    "\n\nExit codes: 0 ok, 1 command failed (key not found too), 2 usage error, 3 cannot connect."
 )
 
 
@@ -93,7 +92,8 @@ def main(
     log_level: str,
     command: tuple[str, ...],
 ) -> None:
-    """Talk to a yakvs server: yakvs-client [--addr HOST:PORT ...] [COMMAND ARGS...]."""
+    """Talk to a yakvs server or cluster: a REPL on a terminal, else the COMMAND given, else
+    one command per line from stdin (raw output when stdout is not a terminal)."""
     setup_logging(log_level)
     stdout_tty = _isatty(sys.stdout)
     printer = Printer(
