@@ -228,11 +228,11 @@ def test_repl_ctrl_c_interrupts_a_hung_server(terminal_factory):
         silent.close()
 
 
-def _one_shot_on_terminal(addr: str, *words: str) -> tuple[str, int | None]:
+def _one_shot_on_terminal(addr: str, *words: str, **env: str) -> tuple[str, int | None]:
     child = pexpect.spawn(
         sys.executable,
         ["-m", "yakvs.cli.client", "--addr", addr, *words],
-        env={**os.environ, "TERM": "xterm"},
+        env={**os.environ, "TERM": "xterm", **env},
         encoding="utf-8",
         timeout=TIMEOUT,
     )
@@ -247,3 +247,7 @@ def test_one_shot_on_a_terminal_is_pretty_and_coloured(server):
     output, status = _one_shot_on_terminal(server.addr, "get", "k")
     assert status == 0
     assert '"a b"' in output and "(no expiry)" in output and "\x1b[" in output
+    # NO_COLOR keeps the terminal layout but drops the escape codes.
+    output, status = _one_shot_on_terminal(server.addr, "get", "k", NO_COLOR="1")
+    assert status == 0
+    assert '"a b"' in output and "(no expiry)" in output and "\x1b[" not in output

@@ -100,7 +100,8 @@ def main(
         click.get_text_stream("stdout"),
         click.get_text_stream("stderr"),
         pretty=stdout_tty,
-        color=stdout_tty,
+        # https://no-color.org: any non-empty NO_COLOR turns colours off.
+        color=stdout_tty and not os.environ.get("NO_COLOR"),
         json_lines=json_lines,
     )
     interactive = not command and _isatty(sys.stdin)
