@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from yakvs.resp import RespParser, RespProtocolError, encode_bulk, encode_command
@@ -61,8 +61,9 @@ def redis_addr(tmp_path_factory):
     pytest.fail("redis-server did not start")
 
 
-def ask_redis(addr, data: bytes, expect_len: int, expect_eof: bool) -> bytes:
-    """Send data; read until the connection closes (expect_eof) or expect_len bytes came."""
+def ask_redis(addr, data: bytes, expect_len: int, expect_eof: bool, linger: float = 0) -> bytes:
+    """Send data; read until the connection closes (expect_eof) or expect_len bytes came,
+    then for ``linger`` seconds more, to see anything unexpected."""
     out = b""
     with socket.create_connection(addr, timeout=5) as conn:
         conn.sendall(data)
@@ -77,6 +78,12 @@ def ask_redis(addr, data: bytes, expect_len: int, expect_eof: bool) -> bytes:
             if not chunk:
                 return out + b"<EOF>"
             out += chunk
+        if linger and not expect_eof:
+            conn.settimeout(linger)
+            try:
+                out += conn.recv(65536) or b"<EOF>"
+            except TimeoutError:
+                pass
     return out
 
 
@@ -155,3 +162,32 @@ def test_inline_quoting_like_redis(redis_addr, line):
     data = b"ECHO " + line + b"\r\n"
     expected, closed = predict(data, use_hiredis=False)
     assert ask_redis(redis_addr, data, len(expected), closed) == expected
+
+
+BASE = (
+    encode_command(b"ECHO", b"hello") + encode_command(b"PING") + encode_command(b"ECHO", b"x\r\ny")
+)
+# Offsets of the framing bytes (array and bulk header lines with their CRLF), not the payload.
+HEADER_OFFSETS = [
+    i for i in range(len(BASE)) if BASE[i] in b"*$0123456789" or BASE[i : i + 1] in (b"\r", b"\n")
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    edits=st.lists(
+        st.tuples(st.sampled_from(HEADER_OFFSETS), st.sampled_from(list(b"0123456789*$\r\n-+ :x"))),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_mangled_framing_like_redis(redis_addr, edits):
+    data = bytearray(BASE)
+    for offset, byte in edits:
+        data[offset] = byte
+    try:
+        expected, closed = predict(bytes(data), use_hiredis=False)
+    except AssertionError:  # mangling made another command name; Redis's answer is not ours
+        assume(False)
+    assert ask_redis(redis_addr, bytes(data), len(expected), closed, linger=0.05) == expected
+    assert predict(bytes(data), use_hiredis=hiredis is not None) == (expected, closed)
