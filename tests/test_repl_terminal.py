@@ -147,7 +147,8 @@ def test_repl_session_history_completion_ctrl_c_ctrl_d(server, terminal_factory,
 
 
 def test_repl_survives_server_restart(tmp_path, terminal_factory):
-    with spawn_server(tmp_path / "server") as server:
+    # fsync=always: the value set before the kill -9 must be there after the restart.
+    with spawn_server(tmp_path / "server", fsync="always") as server:
         term = terminal_factory(server.addr)
         term.prompt()
         term.command("set a 1", "OK")
