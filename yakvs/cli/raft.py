@@ -99,11 +99,13 @@ async def _mark_serving(node: RaftNode, server: Server) -> None:
 @click.option("--read-consistency", "-read-consistency",
               type=click.Choice([c.value for c in Consistency], case_sensitive=False),
               default=Consistency.LINEARIZABLE.value, help="Default consistency of reads.")
+@click.option("--request-timeout", type=click.FloatRange(0.1), default=5.0,
+              help="Seconds before a write's outcome is reported unknown.")
 @log_level_option()
 @version_option()
 def main(node_id: str, raft: tuple[str, int], tcp: tuple[str, int], api: tuple[str, int],
          data_dir: str, bootstrap: bool, join: tuple[str, int] | None, secret: str | None,
-         read_consistency: str, log_level: str) -> None:
+         read_consistency: str, request_timeout: float, log_level: str) -> None:
     """Run one node of a yakvs cluster (Raft via pysyncobj)."""
     setup_logging(log_level)
     if bootstrap and join:
@@ -115,6 +117,7 @@ def main(node_id: str, raft: tuple[str, int], tcp: tuple[str, int], api: tuple[s
         data_dir=Path(data_dir), bootstrap=bootstrap,
         join=_fmt(join) if join else None, secret=secret or None,
         read_consistency=Consistency(read_consistency.lower()),
+        request_timeout=request_timeout,
     )
     try:
         check_exposure(config.secret, [raft[0], tcp[0], api[0]])

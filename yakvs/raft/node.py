@@ -112,6 +112,7 @@ class RaftNode:
             # Fail fast with MISSING_LEADER (never sent, safe to retry) instead of queueing.
             commandsWaitLeader=False,
             logCompactionMinEntries=cfg.compaction_entries,
+            onStateChanged=self._on_state_changed,
         )
         try:
             self._sync = SyncObj(
@@ -165,6 +166,10 @@ class RaftNode:
         if self._sync is None:
             raise UnavailableError("raft node not started")
         return self._sync
+
+    def _on_state_changed(self, old: int, new: int) -> None:
+        logger.info("raft role %s -> %s (term %s)", ROLES.get(old), ROLES.get(new),
+                    self._sync.raftCurrentTerm if self._sync is not None else "?")
 
     def _tick(self) -> None:
         if self._sync is not None:
