@@ -19,6 +19,7 @@ from yakvs.cli.repl.commands import (
 )
 from yakvs.cli.repl.completer import KeyMemory, YakvsCompleter
 from yakvs.cli.repl.history import history_path
+from yakvs.cli.repl.lexer import lex_line
 from yakvs.cli.repl.render import (
     format_duration,
     format_seconds,
@@ -293,3 +294,17 @@ def test_toolbar_text():
     lost = {"mode": "raft", "role": "candidate", "leader": None, "members": []}
     assert "| leader unknown |" in toolbar_text("h:1", lost, True)
     assert "disconnected" in toolbar_text("h:1", None, False)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["", "get k", "  SET  'a b' \"c d\"  10 ", "fly away", 'set k "unterminated va', "GET\tk"],
+)
+def test_lexer_gives_the_line_back(line):
+    assert "".join(text for _, text in lex_line(line)) == line
+
+
+def test_lexer_styles_command_and_quoted_words():
+    assert lex_line("get 'a b'") == [("class:command", "get"), ("", " "), ("class:string", "'a b'")]
+    assert lex_line("fly")[0] == ("class:unknown", "fly")
+    assert lex_line('set k "open')[-1] == ("class:string", '"open')

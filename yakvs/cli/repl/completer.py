@@ -91,9 +91,10 @@ def _complete_command(word: str) -> Iterator[Completion]:
     # Answer in the case the user is typing in: "ge<Tab>" gives "get", "GE<Tab>" gives "GET".
     lower = word.islower() or not word
     for name in COMMAND_NAMES:
-        if name.startswith(word.upper()):
+        spec = find_spec(name)
+        if spec is not None and name.startswith(word.upper()):
             text = name.lower() if lower else name
-            yield Completion(text, start_position=-len(word))
+            yield Completion(text, start_position=-len(word), display_meta=spec.syntax)
 
 
 def _complete_key(word: str, keys: KeyMemory) -> Iterator[Completion]:

@@ -32,6 +32,9 @@ def style() -> Style:
             "error": "ansired",
             "warning": "ansiyellow",
             "prompt": "bold",
+            "command": "ansigreen bold",
+            "unknown": "ansired",
+            "string": "ansiyellow",
             "bottom-toolbar": "noreverse bg:ansiblue ansiwhite",
         }
     )

@@ -17,6 +17,7 @@ from .commands import CommandUsageError, parse_line
 from .completer import KeyMemory, YakvsCompleter
 from .connection import Connection
 from .history import history_path
+from .lexer import CommandLexer
 from .output import Printer, style
 from .runner import connection_message, run_command
 from .toolbar import StatusPoller
@@ -59,6 +60,7 @@ def run_repl(conn: Connection, printer: Printer, *, status_interval: float = 3.0
         history=_history(),
         auto_suggest=AutoSuggestFromHistory(),
         completer=YakvsCompleter(keys),
+        lexer=CommandLexer(),
         complete_while_typing=False,
         bottom_toolbar=poller.text,
         style=style(),
