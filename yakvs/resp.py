@@ -49,6 +49,7 @@ __all__ = [
     "encode_integer",
     "encode_reply",
     "encode_simple",
+    "split_inline",
 ]
 
 INLINE_MAX_SIZE: Final = 64 * 1024  # Redis's PROTO_INLINE_MAX_SIZE
@@ -318,10 +319,16 @@ class RespParser:
         """Continue the array at pos (reading its header first if between commands)."""
         buf, pos = self._buf, self._pos
         if not self._mb_left:
-            cr = self._header_line(b"too big mbulk count string")
-            if cr < 0:
-                return None
-            count = _string2ll(buf[pos + 1 : cr])
+            cr = buf.find(b"\r", pos + self._scanned)
+            if cr < 0 or cr + 1 >= len(buf) or cr - pos > INLINE_MAX_SIZE:
+                cr = self._header_line(b"too big mbulk count string")
+                if cr < 0:
+                    return None
+            digits = buf[pos + 1 : cr]
+            if digits.isdigit() and len(digits) < 7 and (digits[0] != 0x30 or cr == pos + 2):
+                count: int | None = int(digits)
+            else:
+                count = _string2ll(digits)
             if count is None or count > self.max_multibulk_len:
                 raise _protocol_error(b"invalid multibulk length")
             # Redis skips two bytes after the CR without checking the LF; so do we.
