@@ -1,0 +1,92 @@
+"""The replicated state machine and the batching, in-process: apply functions are deterministic,
+expiry is conditional, and one node serves writes and reads through RaftBackend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from yakvs.protocol import Consistency, Op, Request
+from yakvs.raft.backend import RaftBackend
+from yakvs.raft.config import RaftConfig, is_loopback
+from yakvs.raft.membership import Membership, bring_up
+from yakvs.raft.node import RaftNode, now_ms
+from yakvs.raft.state import KVState
+from yakvs.testing.cluster import free_ports
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def apply(state: KVState, *cmds):
+    # The undecorated path pysyncobj takes when it applies a committed entry.
+    return state.apply_batch(list(cmds), _doApply=True)
+
+
+def test_apply_is_deterministic_and_expiry_conditional():
+    a, b = KVState(), KVState()
+    cmds = [("set", "k", "v", 1000), ("set", "p", "q", None), ("del", "p", 500),
+            ("del", "nope", 500), ("set", "k", "v2", 2000), ("expire", "k", 1000),
+            ("set", "e", "x", 100), ("del", "e", 200)]
+    ra, rb = apply(a, *cmds), apply(b, *cmds)
+    assert ra == rb == [True, True, True, False, True, False, True, False]
+    assert a.dump() == b.dump()
+    # The stale expiry (1000) lost to the refresh; the current one removes the key.
+    assert a.get("k", 1500) == ("v2", 2000)
+    assert apply(a, ("expire", "k", 2000)) == [True]
+    assert a.get("k", 0) is None
+    # Reads hide an expired key by the caller's clock, before any removal is proposed.
+    apply(a, ("set", "t", "x", 100))
+    assert a.get("t", 99) == ("x", 100) and a.get("t", 100) is None
+    assert a.expired_sample(100, budget=10) == [("t", 100)]
+    assert apply(a, ("bogus",)) == [False]
+
+
+def test_expired_sample_is_incremental():
+    state = KVState()
+    apply(state, *[("set", f"k{i}", "v", 10) for i in range(25)])
+    found = []
+    for _ in range(10):
+        found += state.expired_sample(50, budget=10)
+        if len(found) >= 25:
+            break
+    assert sorted(found) == sorted((f"k{i}", 10) for i in range(25))
+
+
+def test_is_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("127.9.9.9") and is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1") and not is_loopback("x.org")
+
+
+def test_single_node_backend_batches_and_serves(tmp_path):
+    async def main():
+        raft, tcp, api = (f"127.0.0.1:{p}" for p in free_ports(3))
+        node = RaftNode(RaftConfig("solo", raft, tcp, api, data_dir=tmp_path, bootstrap=True))
+        await bring_up(node, Membership(node))
+        backend = RaftBackend(node)
+        try:
+            replies = await backend.execute([
+                Request(Op.SET, "a", "1"), Request(Op.SET, "t", "x", expires_in=60_000_000_000),
+                Request(Op.GET, "a"), Request(Op.TTL, "t"), Request(Op.SET, ""),
+                Request(Op.DELETE, "a"), Request(Op.DELETE, "a"), Request(Op.EXISTS, "t"),
+                Request(Op.GET, "a", consistency=Consistency.STALE), Request(Op.PING)])
+            assert [r.ok for r in replies] == [True, True, True, True, False, True, False, True,
+                                               False, True]
+            assert replies[2].value == "1" and 0 < replies[3].ttl <= 60_000_000_000
+            assert replies[4].code == "BAD_REQUEST" and replies[6].code == "NOT_FOUND"
+            batches = node.writes.batches
+            # 200 concurrent writers share a handful of log entries.
+            results = await asyncio.gather(*(
+                backend.execute([Request(Op.SET, f"k{i}", "v")]) for i in range(200)))
+            assert all(r[0].ok for r in results)
+            assert node.writes.batches - batches <= 5
+            assert node.state.live_count() == 201
+            info = (await backend.execute([Request(Op.STATUS)]))[0].info
+            assert info["role"] == "leader" and info["keys"] == 201
+            assert info["members"] == [{"id": "solo", "raft": raft, "tcp": tcp, "api": api}]
+            assert now_ms() > 0
+        finally:
+            await node.close()
+
+    asyncio.run(main())
