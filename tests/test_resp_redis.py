@@ -153,7 +153,7 @@ def test_same_answer_as_redis(redis_addr, data, use_hiredis):
     assert ask_redis(redis_addr, data, len(expected), closed) == expected
 
 
-inline_bytes = st.sampled_from(list(b"ab4fxn \t\x0b\"'\\"))
+inline_bytes = st.sampled_from(list(b"ab4fxn \t\r\x0b\x0c\"'\\"))
 
 
 @settings(max_examples=120, deadline=None)
