@@ -22,14 +22,15 @@ from pathlib import Path
 from yakvs.store import Store
 
 REPLAY_CHILD = """
-import sys, time
+import os, sys, time
 t0 = time.perf_counter()
 from yakvs.store import Store
 t1 = time.perf_counter()
 s = Store(path=sys.argv[1], background=False)
 t2 = time.perf_counter()
 rss = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS'))
-print(len(s), t2 - t1, t1 - t0, rss * 1024)
+cpu = sum(os.times()[:2])
+print(len(s), t2 - t1, t1 - t0, rss * 1024, cpu)
 """
 
 
@@ -71,8 +72,8 @@ def bench_append(folder: Path, n: int, size: int) -> dict[str, float]:
     return out
 
 
-def yakvs_replay(folder: Path, n: int, size: int) -> tuple[float, float, int, float]:
-    """(spawn-to-ready s, in-process replay s, RSS bytes, log MB) for a log of n SETs."""
+def yakvs_replay(folder: Path, n: int, size: int) -> tuple[float, float, int, float, float]:
+    """(spawn-to-ready s, in-process replay s, RSS bytes, log MB, CPU s) for n SETs."""
     log = folder / "replay.log"
     with Store(path=log, fsync="no", background=False, compact_min_size=1 << 62) as s:
         for i in range(n):
@@ -83,7 +84,7 @@ def yakvs_replay(folder: Path, n: int, size: int) -> tuple[float, float, int, fl
     ).stdout.split()
     wall = time.perf_counter() - t
     assert int(out[0]) == n, out
-    return wall, float(out[1]), int(out[3]), log.stat().st_size / 1e6
+    return wall, float(out[1]), int(out[3]), log.stat().st_size / 1e6, float(out[4])
 
 
 def free_port() -> int:
@@ -104,6 +105,13 @@ def redis_ping(port: int) -> bool:
 def redis_rss(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process so far (fairer than wall time on a busy machine)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_redis(folder: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
@@ -140,8 +148,8 @@ def stop_redis(proc: subprocess.Popen[bytes], port: int) -> None:
     proc.wait(timeout=60)
 
 
-def redis_replay(folder: Path, n: int, size: int) -> tuple[float, int, float]:
-    """(spawn-to-ready s, RSS bytes, AOF MB) for Redis loading the same n SETs from its AOF."""
+def redis_replay(folder: Path, n: int, size: int) -> tuple[float, int, float, float]:
+    """(spawn-to-ready s, RSS bytes, AOF MB, CPU s) for Redis loading the n SETs from its AOF."""
     port = free_port()
     proc, _ = start_redis(folder, port)
     try:
@@ -160,10 +168,10 @@ def redis_replay(folder: Path, n: int, size: int) -> tuple[float, int, float]:
     aof = sum(p.stat().st_size for p in folder.rglob("*.aof*")) / 1e6
     proc, wall = start_redis(folder, port)
     try:
-        rss = redis_rss(proc.pid)
+        rss, cpu = redis_rss(proc.pid), cpu_seconds(proc.pid)
     finally:
         stop_redis(proc, port)
-    return wall, rss, aof
+    return wall, rss, aof, cpu
 
 
 def main() -> None:
@@ -182,9 +190,10 @@ def main() -> None:
             p.unlink()
         n, size = args.records, args.value_size
         print(f"\n# restart with {n} SETs of {size} B values")
-        y_wall, y_replay, y_rss, y_mb = yakvs_replay(folder, n, size)
+        y_wall, y_replay, y_rss, y_mb, y_cpu = yakvs_replay(folder, n, size)
         rows = [
-            ("spawn to ready (s)", y_wall),
+            ("spawn to ready, wall (s)", y_wall),
+            ("spawn to ready, CPU (s)", y_cpu),
             ("RSS after restart (MB)", y_rss / 1e6),
             ("log size on disk (MB)", y_mb),
         ]
@@ -195,12 +204,11 @@ def main() -> None:
             return
         rdir = folder / "redis"
         rdir.mkdir()
-        r_wall, r_rss, r_mb = redis_replay(rdir, n, size)
+        r_wall, r_rss, r_mb, r_cpu = redis_replay(rdir, n, size)
         print(f"{'':<28} {'yakvs':>10} {'redis 7':>10} {'yakvs/redis':>12}")
-        for (name, y), r in zip(rows, (r_wall, r_rss / 1e6, r_mb), strict=True):
+        for (name, y), r in zip(rows, (r_wall, r_cpu, r_rss / 1e6, r_mb), strict=True):
             print(f"{name:<28} {y:10.2f} {r:10.2f} {y / r:12.2f}")
         print(f"{'yakvs replay in-process (s)':<28} {y_replay:10.2f}")
-        os.sync()
 
 
 if __name__ == "__main__":

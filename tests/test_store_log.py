@@ -7,6 +7,7 @@ import os
 import random
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,36 @@ def test_documented_example_log_replays(tmp_path):
         assert s.keys() == ["user:1"]  # session:9 expired long ago, then was deleted
         assert s.get("user:1")[0] == "Ada Lovelace"
         assert s.expires_at("user:1") == 4102444800000  # 2100-01-01
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'["S","k"]',  # wrong number of fields
+        b'["S","k","v",0,1]',
+        b'["X","k",null,0]',  # unknown type
+        b'["S","","v",0]',  # empty key
+        b'["S",7,"v",0]',
+        b'["S","k",1,0]',
+        b'["S","k","v",-5]',
+        b'["S","k","v","0"]',
+        b'["D","k","v",0]',
+        b'["E","k",null,1.5]',
+        b'{"op":"SET"}',
+        b"[]",
+        b"null",
+    ],
+)
+def test_well_checksummed_record_of_the_wrong_shape_is_corruption(tmp_path, payload):
+    # A valid checksum does not make a record valid; the fast batch path must name it too.
+    path = tmp_path / "kv.log"
+    history = build_log(path, n=10)
+    raw = path.read_bytes()
+    cut = history[5][0]
+    bad = b"%08x %b\n" % (zlib.crc32(payload), payload)
+    path.write_bytes(raw[:cut] + bad + raw[cut:])
+    with pytest.raises(LogCorruptError) as err:
+        reopen(path)
+    assert err.value.offset == cut
+    with reopen(path, repair=True) as s:
+        assert state(s) == history[5][1]

@@ -40,6 +40,10 @@ class Expiries:
     def __contains__(self, key: object) -> bool:
         return key in self._pos
 
+    def keys_with_ttl(self) -> dict[str, int]:
+        """A live read-only view for fast membership tests (do not modify)."""
+        return self._pos
+
     def get(self, key: str) -> int | None:
         i = self._pos.get(key)
         return None if i is None else self._at[i]

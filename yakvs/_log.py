@@ -2,7 +2,8 @@
 
 Format (see docs/log-format.md): the header line ``YAKVS-LOG 1``, then one record per line,
 ``<crc32 of payload, 8 lowercase hex digits> <payload>\\n``, where the payload is a compact JSON
-array: ``["S", key, value, expires_at_ms_or_0]``, ``["D", key]`` or ``["E", key, expires_at_or_0]``.
+array of exactly four fields: ``["S", key, value, expires_at]``, ``["D", key, null, 0]`` or
+``["E", key, null, expires_at]``; expires_at is epoch ms, 0 = none.
 JSON escapes newlines, so a record can contain a newline only as its terminator, and any Unicode
 string round-trips exactly.
 """
@@ -13,11 +14,11 @@ import contextlib
 import fcntl
 import logging
 import os
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import repeat
-from operator import itemgetter
+from operator import itemgetter, length_hint
 from typing import TYPE_CHECKING, Any
 from zlib import crc32
 
@@ -37,6 +38,8 @@ _dumps = orjson.dumps
 # C-level slicing for the replay fast path: a Python-level loop per record costs more than the rest.
 _HEAD = itemgetter(slice(0, 8))
 _BODY = itemgetter(slice(9, None))
+_INNER = itemgetter(slice(10, -1))  # the payload without its brackets
+_unpack = struct.unpack
 
 
 class BadRecord(Exception):
@@ -46,10 +49,6 @@ class BadRecord(Exception):
         super().__init__(reason)
         self.index = index
         self.reason = reason
-
-
-def frame(payload: bytes) -> bytes:
-    return b"%08x %b\n" % (crc32(payload), payload)
 
 
 def encode(record: tuple[Any, ...]) -> bytes:
@@ -163,13 +162,16 @@ def _replay_lines(lines: list[bytes], apply: Callable[[list[Any]], None]) -> tup
     """Check and apply a batch of lines; return (index, reason) of the first bad one, else None."""
     # Fast path: the whole batch is checked with C-level loops and decoded by one orjson call.
     try:
-        want = list(map(int, map(_HEAD, lines), repeat(16)))
-        payloads = list(map(_BODY, lines))
-        if list(map(crc32, payloads)) == want:
-            records = orjson.loads(b"[" + b",".join(payloads) + b"]")
+        want = _unpack(f">{len(lines)}I", bytes.fromhex(b"".join(map(_HEAD, lines)).decode()))
+        if tuple(map(crc32, map(_BODY, lines))) == want:
+            # Decoding the records' fields as one flat array is ~2.5x faster than an array of
+            # arrays (no list per record); every record has exactly 4 fields, which is checked.
+            records = orjson.loads(b"[" + b",".join(map(_INNER, lines)) + b"]")
+            if len(records) != 4 * len(lines):
+                records = None
         else:
             records = None
-    except (ValueError, orjson.JSONDecodeError):
+    except (ValueError, struct.error, orjson.JSONDecodeError):  # UnicodeDecodeError included
         records = None
     if records is not None:
         try:
@@ -183,7 +185,7 @@ def _replay_lines(lines: list[bytes], apply: Callable[[list[Any]], None]) -> tup
         if reason is not None:
             return i, reason
         try:
-            apply([orjson.loads(line[9:])])
+            apply(orjson.loads(line[9:]))
         except BadRecord as exc:
             return i, exc.reason
     return None  # unreachable in practice: the fast path failed for a reason the slow path saw
@@ -196,9 +198,11 @@ def _check_line(line: bytes) -> str | None:
     if int(head, 16) != crc32(line[9:]):
         return "checksum mismatch"
     try:
-        orjson.loads(line[9:])
+        record = orjson.loads(line[9:])
     except orjson.JSONDecodeError:
         return "undecodable record"
+    if type(record) is not list or len(record) != 4:
+        return "malformed record"
     return None
 
 
@@ -313,75 +317,62 @@ def write_snapshot(
         raise
 
 
-_OP, _KEY, _VALUE, _AT = (itemgetter(i) for i in range(4))
-
-
-def _plain_sets(records: list[Any]) -> bool:
-    """Whether ``records`` are all well-formed SETs without expiry (checked at C speed)."""
-    try:
-        return (
-            set(map(len, records)) == {4}
-            and set(map(_OP, records)) == {"S"}
-            and set(map(type, map(_KEY, records))) == {str}
-            and set(map(type, map(_VALUE, records))) == {str}
-            and set(map(type, map(_AT, records))) == {int}
-            and not any(map(_AT, records))
-            and "" not in map(_KEY, records)
-        )
-    except TypeError:  # a record that is not a list: the per-record path names it
-        return False
-
-
-def apply_records(records: list[Any], data: dict[str, str], exp: Expiries, now: int) -> None:
-    """Apply decoded records to ``data``/``exp``; raise BadRecord naming the first bad one.
+def apply_records(flat: list[Any], data: dict[str, str], exp: Expiries, now: int) -> None:
+    """Apply records given as one flat list of 4 fields each; raise BadRecord naming a bad one.
 
     Records expired at ``now`` (the wall clock at the start of replay) are dropped.
     """
-    if _plain_sets(records):
-        # The common case (every rewritten log, most workloads): whole batch in C-level calls.
-        keys = list(map(_KEY, records))
-        data.update(zip(keys, map(_VALUE, records), strict=True))
-        if len(exp):
-            for key in keys:
-                exp.discard(key)
-        return
-    i = 0
+    it = iter(flat)
+    has_ttl = exp.keys_with_ttl()  # a live view: truthy once any key has an expiry
     try:
-        for i, r in enumerate(records):
-            op = r[0]
-            key = r[1]
-            if type(key) is not str or not key:
-                raise BadRecord(i, "bad key")
-            if op == "S":
-                value, at = r[2], r[3]
-                if type(value) is not str or type(at) is not int:
-                    raise BadRecord(i, "bad SET record")
-                if at and at <= now:
-                    data.pop(key, None)
+        # zip over one iterator four times yields the records without a list per record.
+        for op, key, value, at in zip(it, it, it, it, strict=True):
+            if op == "S" and at == 0 and type(key) is str and type(value) is str and key:
+                data[key] = value  # the hot case: a SET without expiry
+                if has_ttl and key in has_ttl:
                     exp.discard(key)
-                    continue
-                data[key] = value
-                if at:
-                    exp.set(key, at)
-                else:
-                    exp.discard(key)
-            elif op == "D":
-                data.pop(key, None)
-                exp.discard(key)
-            elif op == "E":
-                at = r[2]
-                if type(at) is not int:
-                    raise BadRecord(i, "bad EXPIRE record")
-                if key not in data:
-                    continue
-                if not at:
-                    exp.discard(key)
-                elif at <= now:
-                    del data[key]
-                    exp.discard(key)
-                else:
-                    exp.set(key, at)
             else:
-                raise BadRecord(i, "unknown record type")
-    except (IndexError, TypeError, KeyError):
-        raise BadRecord(i, "malformed record") from None
+                _apply_other(op, key, value, at, data, exp, now)
+    except (_Malformed, ValueError) as exc:
+        index = (len(flat) - length_hint(it)) // 4 - 1
+        raise BadRecord(max(index, 0), str(exc) or "malformed record") from None
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _apply_other(
+    op: Any, key: Any, value: Any, at: Any, data: dict[str, str], exp: Expiries, now: int
+) -> None:
+    if type(key) is not str or not key or type(at) is not int or at < 0:
+        raise _Malformed("bad key or expiry")
+    if op == "S":
+        if type(value) is not str:
+            raise _Malformed("bad SET value")
+        if at and at <= now:
+            data.pop(key, None)
+            exp.discard(key)
+            return
+        data[key] = value
+        if at:
+            exp.set(key, at)
+        else:
+            exp.discard(key)
+    elif value is not None:
+        raise _Malformed("value in a DELETE/EXPIRE record")
+    elif op == "D":
+        data.pop(key, None)
+        exp.discard(key)
+    elif op == "E":
+        if key not in data:
+            return
+        if not at:
+            exp.discard(key)
+        elif at <= now:
+            del data[key]
+            exp.discard(key)
+        else:
+            exp.set(key, at)
+    else:
+        raise _Malformed("unknown record type")

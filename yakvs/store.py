@@ -152,7 +152,7 @@ class Store:
         with self._lock:
             if not self._live(key):
                 return False
-            self._append(self._encode(("D", key)) if self._fd is not None else None)
+            self._append(self._encode(("D", key, None, 0)) if self._fd is not None else None)
             del self._data[key]
             self._exp.discard(key)
             return True
@@ -164,7 +164,7 @@ class Store:
         with self._lock:
             if not self._live(key):
                 return False
-            self._append(self._encode(("E", key, at)) if self._fd is not None else None)
+            self._append(self._encode(("E", key, None, at)) if self._fd is not None else None)
             if not at:
                 self._exp.discard(key)
             elif at <= now_ms() and self.config.local_expiry:
@@ -180,7 +180,7 @@ class Store:
         with self._lock:
             if not self._live(key) or key not in self._exp:
                 return False
-            self._append(self._encode(("E", key, 0)) if self._fd is not None else None)
+            self._append(self._encode(("E", key, None, 0)) if self._fd is not None else None)
             self._exp.discard(key)
             return True
 
@@ -397,7 +397,7 @@ class Store:
             return
         if self._fd is not None and not self._closed:
             try:
-                self._append(b"".join(_log.encode(("D", k)) for k in keys), durable=False)
+                self._append(b"".join(_log.encode(("D", k, None, 0)) for k in keys), durable=False)
             except StorageError as exc:
                 # Replay also drops them by the wall clock; only a clock stepping back could
                 # bring them back, which is the lesser evil than failing reads.
