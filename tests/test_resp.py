@@ -213,6 +213,11 @@ def test_limits_fail_before_the_data_arrives(path):
     parser = make_parser(path, max_command_size=3000)
     head = b"*3\r\n$1000\r\n" + b"v" * 1000 + b"\r\n$1000\r\n" + b"v" * 1000 + b"\r\n"
     assert run(parser, [head, b"$1000\r\n"]) == ([], proto(b"too big request"))
+    parser = make_parser(path, max_command_size=100)
+    assert run(parser, [PING + cmd(b"SET", b"k", b"v" * 100)]) == (
+        [[b"PING"]],
+        proto(b"too big request"),
+    )
     parser = make_parser(path)
     assert run(parser, [b"y" * 65536]) == ([], None)
     assert parser.buffered == 65536

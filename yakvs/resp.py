@@ -422,6 +422,7 @@ class _HiredisArrays:
         ready, end = parser._ready, len(buf)
         max_bulk, max_count = parser.max_bulk_len, parser.max_multibulk_len
         max_size = parser.max_command_size
+        small = min(max_bulk, max_size)  # a command this small is within both limits
         while pos < limit:
             try:
                 argv = reader.gets()
@@ -433,7 +434,7 @@ class _HiredisArrays:
             encoded = b"*%d\r\n%b" % (len(argv), encoded)
             size = len(encoded)
             if not buf.startswith(encoded, pos) or (
-                size > max_bulk and (size > max_size or max(map(len, argv)) > max_bulk)
+                size > small and (size > max_size or max(map(len, argv)) > max_bulk)
             ):
                 break
             ready.append(argv)
