@@ -343,3 +343,40 @@ def test_encoded_replies_parse_back_with_hiredis(value):
     reader.feed(encode_reply(value))
     assert reader.gets() == value
     assert reader.gets() is False
+
+
+FRAGMENTS = [
+    PING,
+    cmd(b"SET", b"k", b"v\r\n"),
+    cmd(b"GET", b"x" * 30),
+    b"PING\r\n",
+    b"ECHO \"a\\x41\" 'b'\n",
+    b"*2\r\n",
+    b"*0\r\n",
+    b"*-1\r\n",
+    b"$3\r\n",
+    b"$0\r\n\r\n",
+    b"abc",
+    b"\r\n",
+    b"\n",
+    b":1\r\n",
+    b"+OK\r\n",
+    b"*20000\r\n",
+    b'"',
+    b"$2000\r\n",
+    b"\x00\xff",
+]
+
+
+@pytest.mark.skipif(hiredis is None, reason="hiredis not installed")
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.sampled_from(FRAGMENTS), max_size=12), data=st.data())
+def test_paths_and_chunkings_agree(parts, data):
+    """Any mix of good and bad framing: both paths, whole or in random chunks, say the same."""
+    wire = b"".join(parts)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    expected = run(make_parser("python"), [wire])
+    assert run(make_parser("python"), chunks) == expected
+    assert run(make_parser("hiredis"), [wire]) == expected
+    assert run(make_parser("hiredis"), chunks) == expected
