@@ -29,7 +29,7 @@ from yakvs.errors import (
     YakvsError,
     error_from_code,
 )
-from yakvs.protocol import LineBuffer, Op, Reply, Request, decode_reply, encode_request
+from yakvs.protocol import Consistency, LineBuffer, Op, Reply, Request, decode_reply, encode_request
 
 __all__ = [
     "History",
@@ -307,13 +307,21 @@ class WireSession:
             self._sock = None
 
 
-def execute_recorded(history: History, session: Session, client: int, kind: Kind, key: str,
-                     value: str | None = None) -> Outcome:
+def execute_recorded(
+    history: History,
+    session: Session,
+    client: int,
+    kind: Kind,
+    key: str,
+    value: str | None = None,
+    consistency: Consistency | None = None,
+) -> Outcome:
     """Run one operation through ``session`` and record it; on UNKNOWN the caller must drop the
     session, since a late reply on it would be taken for the next request's."""
     handle = history.invoke(client, kind, key, value)
+    request = Request(Op(kind.value), key, value or "", consistency=consistency)
     try:
-        reply = session.execute(Request(Op(kind.value), key, value or ""))
+        reply = session.execute(request)
     except (OSError, YakvsError) as exc:
         return history.error(handle, exc)
     if reply.ok:
