@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 from click.testing import CliRunner
 
 from yakvs.cli.client import main
+from yakvs.cli.repl.connection import Connection
+from yakvs.cli.repl.toolbar import StatusPoller
 
 run_cluster = pytest.importorskip("yakvs.testing.cluster").run_cluster
 
@@ -45,3 +48,19 @@ def test_seed_list_skips_a_dead_seed_and_writes_reach_every_node(cluster):
     # Reads are linearizable by default, so any node answers with the acknowledged write.
     result = runner.invoke(main, ["-addr", first.tcp, "get", "seeded"])
     assert (result.exit_code, result.stdout) == (0, "yes\n"), result.stderr
+
+
+def test_toolbar_names_role_and_leader(cluster):
+    leader = cluster.leader()
+    follower = next(n for n in cluster.running() if n is not leader)
+    poller = StatusPoller(Connection([follower.tcp], timeout=2.0), interval=0.05)
+    poller.start()
+    try:
+        deadline = time.monotonic() + 10
+        while poller.info is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        text = poller.text()
+        assert text.startswith(f" {follower.tcp} | ")
+        assert " follower | " in text and f" | leader {leader.tcp} | " in text
+    finally:
+        poller.stop()
