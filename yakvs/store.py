@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from zlib import crc32
 
 import orjson
 
@@ -48,6 +49,8 @@ __all__ = ["FSYNC_POLICIES", "MAX_EXPIRES_AT", "MAX_TTL_MS", "Store", "StoreConf
 _SAMPLE = 20  # keys per active-expiry sample, as Redis
 _CYCLE_BUDGET_S = 0.005  # active expiry time per tick; ticks come ~10 times a second
 _REWRITE_RETRY_S = 60.0
+_NOT_UNICODE = "key and value must be valid Unicode (no lone surrogates)"
+_dumps = orjson.dumps
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Store:
         self._sync_lock = threading.Lock()
         self._data: dict[str, str] = {}
         self._exp = Expiries()
+        self._ttl_keys = self._exp.keys_with_ttl()  # live view, for a cheap membership test
         self._rng = random.Random()
         self._fd: int | None = None
         self._size = 0  # end of the last complete record
@@ -118,17 +122,25 @@ class Store:
         self, key: str, value: str, ttl: float | None = None, *, expires_at: int | None = None
     ) -> None:
         """Store ``value`` at ``key``; ttl in seconds or expires_at in epoch ms, else no expiry."""
-        check_key(key)
+        # The hot path of the server: checks and encoding inlined, calls only on the rare branch.
+        if type(key) is not str or not key:
+            check_key(key)
         if type(value) is not str:
             raise BadRequestError("value must be a string")
         at = 0 if ttl is None and expires_at is None else expiry_ms(ttl, expires_at)
-        rec = self._encode(("S", key, value, at)) if self._fd is not None else None
+        rec = None
+        if self._fd is not None:
+            try:
+                payload = _dumps(("S", key, value, at))
+            except orjson.JSONEncodeError:
+                raise BadRequestError(_NOT_UNICODE) from None
+            rec = b"%08x %b\n" % (crc32(payload), payload)
         with self._lock:
             self._append(rec)
             self._data[key] = value
             if at:
                 self._exp.set(key, at)
-            else:
+            elif key in self._ttl_keys:
                 self._exp.discard(key)
 
     def get(self, key: str) -> tuple[str, int | None] | None:
@@ -344,9 +356,7 @@ class Store:
         try:
             return _log.encode(record)
         except orjson.JSONEncodeError:
-            raise BadRequestError(
-                "key and value must be valid Unicode (no lone surrogates)"
-            ) from None
+            raise BadRequestError(_NOT_UNICODE) from None
 
     def _append(self, rec: bytes | None, durable: bool = True) -> None:
         """Write one record (caller holds _lock); raise StorageError, leaving nothing behind."""
