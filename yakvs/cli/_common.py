@@ -32,12 +32,12 @@ def setup_logging(level: str) -> None:
     )
 
 
-def log_level_option() -> Any:
+def log_level_option(default: str = "info") -> Any:
     return click.option(
         "--log-level",
         "-log-level",
         type=click.Choice(LOG_LEVELS, case_sensitive=False),
-        default="info",
+        default=default,
         help="Logging verbosity.",
     )
 
@@ -58,7 +58,7 @@ def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, in
     return host, port
 
 
-class HostPort(click.ParamType):
+class HostPort(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
     """A click parameter type for ``HOST:PORT`` that reports a clear usage error."""
 
     name = "HOST:PORT"
