@@ -24,6 +24,7 @@ VALUE = b"x" * 100
 SET = encode_command(b"SET", KEY, VALUE)
 GET = encode_command(b"GET", KEY)
 BATCH = SET * 16
+INLINE_GET = b"GET " + KEY + b"\r\n"
 
 
 def rate(fn: Callable[[], int], seconds: float) -> float:
@@ -56,6 +57,7 @@ def parser_cases(use_hiredis: bool) -> dict[str, Callable[[], int]]:
         "SET pipeline x16": lambda: feed_and_drain(BATCH),
         "single GET": lambda: feed_and_drain(GET),
         "single SET 100B": lambda: feed_and_drain(SET),
+        "inline GET": lambda: feed_and_drain(INLINE_GET),
     }
 
 
@@ -87,8 +89,11 @@ def main() -> None:
     rows = list(next(iter(columns.values())))
     print(f"{'case':<20}" + "".join(f"{name:>22}" for name in columns))
     for row in rows:
-        cells = [rate(columns[name][row], args.seconds) for name in columns]
-        print(f"{row:<20}" + "".join(f"{c / 1e3:>18.0f} k/s" for c in cells))
+        cells = [
+            f"{rate(cases[row], args.seconds) / 1e3:>18.0f} k/s" if row in cases else f"{'n/a':>22}"
+            for cases in columns.values()
+        ]
+        print(f"{row:<20}" + "".join(cells))
     enc = rate(lambda: len(encode_bulk(VALUE)) and 1, args.seconds)
     ok = rate(lambda: len(encode_simple("OK")) and 1, args.seconds)
     print(f"\nencode_bulk(100 B): {enc / 1e3:.0f} k/s   encode_simple('OK'): {ok / 1e3:.0f} k/s")
