@@ -95,6 +95,9 @@ def open_log(path: str, repair: bool, apply: Callable[[list[Any]], None]) -> tup
         raise StorageError(f"{path}: cannot open the command log: {exc.strerror}") from exc
     try:
         return fd, _check_and_replay(fd, path, repair, apply)
+    except OSError as exc:  # reading, cutting a torn tail or repairing failed
+        os.close(fd)
+        raise StorageError(f"{path}: cannot read or repair the command log: {exc}") from exc
     except BaseException:
         os.close(fd)
         raise

@@ -77,7 +77,8 @@ class Store:
         if config.fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, not {config.fsync!r}")
         self.config = config
-        self._path = os.fspath(config.path) if config.path is not None else None
+        # Absolute, so the rename of a rewrite still hits the log if the cwd changes.
+        self._path = os.path.abspath(config.path) if config.path is not None else None
         self._always = config.fsync == "always"
         self._lock = threading.Lock()
         # Held while fsyncing outside _lock, so a rewrite never closes the fd under a sync().
