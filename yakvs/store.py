@@ -483,6 +483,8 @@ class Store:
             del data, exps
             os.fsync(new_fd)  # the bulk, outside the lock
             with self._lock:
+                if self._fd is None:  # closed meanwhile (a compact() racing close())
+                    raise StorageError("the store was closed during the rewrite")
                 tail = b"".join(self._rewrite_buf)
                 if tail:
                     _log.write_at(new_fd, tail, size)
@@ -502,7 +504,7 @@ class Store:
             except OSError as exc:
                 logger.error("fsync of the log directory after a rewrite failed: %s", exc)
             with self._sync_lock:
-                os.close(old_fd)  # type: ignore[arg-type]
+                os.close(old_fd)
             logger.info("%s: rewritten, %d bytes", self._path, size)
         except OSError as exc:
             raise StorageError(f"log rewrite failed, old log kept: {exc.strerror}") from exc
