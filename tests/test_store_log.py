@@ -331,3 +331,19 @@ def test_well_checksummed_record_of_the_wrong_shape_is_corruption(tmp_path, payl
     assert err.value.offset == cut
     with reopen(path, repair=True) as s:
         assert state(s) == history[5][1]
+
+
+def test_values_larger_than_the_read_chunk(tmp_path):
+    path = tmp_path / "kv.log"
+    big = "b\n" * 1_500_000  # 3 MB of value, 6 MB once escaped: spans several 1 MiB reads
+    with reopen(path) as s:
+        s.set("small", "1")
+        s.set("big", big)
+        s.set("after", "2")
+    with reopen(path) as s:
+        assert s.get("big") == (big, None)
+        assert s.keys() == ["after", "big", "small"]
+    raw = path.read_bytes()
+    path.write_bytes(raw[: raw.index(b'"after"') - 3])  # tear the record after the big one
+    with reopen(path) as s:
+        assert s.keys() == ["big", "small"]

@@ -131,7 +131,7 @@ def _check_and_replay(
             0,
         )
     pos = len(MAGIC)  # file offset of the first byte of `pending`
-    pending = b""
+    pending: list[bytes] = []  # a partial line, in pieces (joined once: huge values stay linear)
     records = 0
     read_off = pos
     while True:
@@ -139,13 +139,13 @@ def _check_and_replay(
         if not chunk:
             break
         read_off += len(chunk)
-        buf = pending + chunk if pending else chunk
-        cut = buf.rfind(b"\n")
-        if cut < 0:
-            pending = buf
+        if b"\n" not in chunk:
+            pending.append(chunk)
             continue
+        buf = b"".join((*pending, chunk)) if pending else chunk
+        cut = buf.rfind(b"\n")
         lines = buf[:cut].split(b"\n")
-        pending = buf[cut + 1 :]
+        pending = [buf[cut + 1 :]] if cut + 1 < len(buf) else []
         bad = _replay_lines(lines, apply)
         if bad is not None:
             index, reason = bad
