@@ -104,7 +104,8 @@ def test_kill_leader_five_times(tmp_path):
             cluster.wait_ready([old])
             # The restarted node serves every acknowledged write, stale reads included,
             # once a linearizable read through it has caught it up.
-            assert get(old, f"after-{round_no}")["value"] == "x"
+            reply = get(old, f"after-{round_no}")
+            assert reply.get("value") == "x", reply
             assert all(get(old, k, "stale").get("value") == v for k, v in acked.items())
         for node in cluster.nodes:
             assert dump(node) == acked

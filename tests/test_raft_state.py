@@ -90,3 +90,34 @@ def test_single_node_backend_batches_and_serves(tmp_path):
             await node.close()
 
     asyncio.run(main())
+
+
+def test_embedding_api_two_nodes_in_one_loop(tmp_path):
+    """Two nodes driven by one event loop: join, replicate, state, snapshot, remove."""
+
+    async def main():
+        ports = free_ports(6)
+        addrs = [f"127.0.0.1:{p}" for p in ports]
+        a = RaftNode(RaftConfig("a", *addrs[:3], data_dir=tmp_path, bootstrap=True))
+        b = RaftNode(RaftConfig("b", *addrs[3:], data_dir=tmp_path))
+        try:
+            await bring_up(a, a.membership)
+            b.start_sync([a.raft_addr])
+            reply = await a.join("b", *addrs[3:])
+            assert reply == {"joined": "b", "already_member": False}
+            assert (await a.join("b", *addrs[3:]))["already_member"] is True
+            await b.wait_leader(5)
+            backend_b = RaftBackend(b)
+            assert (await backend_b.execute([Request(Op.SET, "x", "1")]))[0].ok
+            assert (await RaftBackend(a).execute([Request(Op.GET, "x")]))[0].value == "1"
+            state = b.cluster_state()
+            assert state["role"] == "follower" and state["leader_id"] == "a"
+            assert {m["id"] for m in state["members"]} == {"a", "b"}
+            assert a.snapshot() >= state["applied_index"] - 1
+            assert await a.remove("b") == {"removed": "b"}
+            assert set(a.state.members()) == {"a"} and a.peers() == []
+        finally:
+            await b.close()
+            await a.close()
+
+    asyncio.run(main())

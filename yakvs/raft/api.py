@@ -73,40 +73,19 @@ def _address(body: dict[str, Any], field: str) -> str:
     return value
 
 
-async def _on_leader(request: web.Request, method: str, path: str,
-                     body: dict[str, Any] | None) -> dict[str, Any] | None:
-    """None when this node is the leader; otherwise the leader's answer to the same call."""
-    node = request.app[_NODE]
-    if node.is_leader:
-        return None
-    await node.wait_leader(node.config.leader_wait)
-    if node.is_leader:
-        return None
-    leader = node.leader_member()
-    if leader is None:
-        raise MembershipError(503, "no leader")
-    return await request.app[_MEMBERSHIP].forward(method, leader[1]["api"], path, body)
-
-
 async def join(request: web.Request) -> web.Response:
     body = await _json_body(request)
     node_id = body.get("id")
     if not isinstance(node_id, str) or not node_id or "/" in node_id:
         raise MembershipError(400, "'id' must be a non-empty string without '/'")
     raft, tcp, api = (_address(body, f) for f in ("raft", "tcp", "api"))
-    clean = {"id": node_id, "raft": raft, "tcp": tcp, "api": api}
-    forwarded = await _on_leader(request, "POST", "/join", clean)
-    if forwarded is not None:
-        return web.json_response(forwarded)
-    return web.json_response(await request.app[_MEMBERSHIP].add(node_id, raft, tcp, api))
+    clean = {"node_id": node_id, "raft": raft, "tcp": tcp, "api": api}
+    return web.json_response(await request.app[_MEMBERSHIP].join(**clean))
 
 
 async def remove(request: web.Request) -> web.Response:
     node_id = request.match_info["node_id"]
-    forwarded = await _on_leader(request, "DELETE", f"/members/{node_id}", None)
-    if forwarded is not None:
-        return web.json_response(forwarded)
-    return web.json_response(await request.app[_MEMBERSHIP].remove(node_id))
+    return web.json_response(await request.app[_MEMBERSHIP].remove_anywhere(node_id))
 
 
 async def leave(request: web.Request) -> web.Response:
@@ -125,9 +104,8 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def snapshot(request: web.Request) -> web.Response:
-    node = request.app[_NODE]
-    node.sync.forceLogCompaction()
-    return web.json_response({"snapshot": "started", "applied_index": node.sync.raftLastApplied})
+    applied = request.app[_NODE].snapshot()
+    return web.json_response({"snapshot": "started", "applied_index": applied})
 
 
 async def livez(request: web.Request) -> web.Response:

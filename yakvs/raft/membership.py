@@ -74,6 +74,29 @@ class Membership:
                 raise MembershipError(503, f"membership change for {raft} failed (reason {err})")
             await asyncio.sleep(0.1)  # the previous change (or the leader's no-op) is not committed
 
+    async def _on_leader(self, method: str, path: str,
+                         body: dict[str, Any] | None) -> dict[str, Any] | None:
+        """None when this node leads; otherwise the leader's API answer to the same call."""
+        node = self.node
+        if not node.is_leader:
+            await node.wait_leader(node.config.leader_wait)
+        if node.is_leader:
+            return None
+        leader = node.leader_member()
+        if leader is None:
+            raise MembershipError(503, "no leader")
+        return await self.forward(method, leader[1]["api"], path, body)
+
+    async def join(self, node_id: str, raft: str, tcp: str, api: str) -> dict[str, Any]:
+        """Add a node, on whichever member this runs: followers forward to the leader."""
+        body = {"id": node_id, "raft": raft, "tcp": tcp, "api": api}
+        forwarded = await self._on_leader("POST", "/join", body)
+        return forwarded if forwarded is not None else await self.add(node_id, raft, tcp, api)
+
+    async def remove_anywhere(self, node_id: str) -> dict[str, Any]:
+        forwarded = await self._on_leader("DELETE", f"/members/{node_id}", None)
+        return forwarded if forwarded is not None else await self.remove(node_id)
+
     async def add(self, node_id: str, raft: str, tcp: str, api: str) -> dict[str, Any]:
         self._require_leader()
         async with self._lock:
@@ -195,6 +218,7 @@ async def bring_up(node: RaftNode, membership: Membership) -> None:
             raise StartupError(
                 f"{cfg.node_dir} belongs to raft address {meta.get('raft')}, not {cfg.raft}")
         node.start_sync(list(meta.get("peers", [])))
+        node.save_meta()  # from now on kept in step with the configuration
         await _refuse_if_removed(node)
         return
     if cfg.bootstrap:

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 
@@ -21,6 +21,9 @@ from yakvs.raft.batch import Barrier, WriteBatcher
 from yakvs.raft.config import RaftConfig
 from yakvs.raft.loop import AsyncioPoller, Ticker, make_transport_class
 from yakvs.raft.state import KVState
+
+if TYPE_CHECKING:
+    from yakvs.raft.membership import Membership
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class RaftNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._expiring: set[str] = set()
         self._saved_peers: list[str] | None = None
+        self._membership: Membership | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -172,24 +176,29 @@ class RaftNode:
                     self._sync.raftCurrentTerm if self._sync is not None else "?")
 
     def _tick(self) -> None:
-        if self._sync is not None:
-            self._sync.doTick(0)
+        sync = self._sync
+        if sync is None:
+            return
+        sync.doTick(0)
+        if self._saved_peers is not None and not self.left:
+            # pysyncobj changes its configuration when a membership entry is *appended*, but
+            # on restart re-applies only up to a commit index it saves once a second. Started
+            # with a stale, smaller peer list, a node elected itself alone and split the
+            # cluster: so the list is saved in the very tick it changes.
+            peers = sorted(n.address for n in sync.otherNodes)
+            if peers != self._saved_peers:
+                self.save_meta()
 
     async def _housekeeping(self) -> None:
-        """Leader-only expiry proposals every 100 ms; peer list saved when it changes."""
-        rounds = 0
+        """Leader-only expiry proposals every 100 ms; stop once removed from the cluster."""
         while True:
             await asyncio.sleep(0.1)
-            rounds += 1
             try:
                 if self.is_leader and self.has_quorum and not self.left:
                     self._propose_expiries()
                 if self._was_removed():
                     logger.warning("this node was removed from the cluster: stopping")
                     self.mark_left()
-                if rounds % 10 == 0 and self.has_data() and not self.left:
-                    if sorted(self.peers()) != self._saved_peers:
-                        self.save_meta()
             except Exception:
                 logger.exception("raft housekeeping failed")
 
@@ -211,6 +220,37 @@ class RaftNode:
         self._expiring.discard(key)
         if not fut.cancelled():
             fut.exception()  # retrieved: a failed expiry is simply proposed again later
+
+    # -- embedding API: the original's Raft operations --------------------------------------
+
+    @property
+    def membership(self) -> Membership:
+        if self._membership is None:
+            from yakvs.raft.membership import Membership  # it imports this module
+
+            self._membership = Membership(self)
+        return self._membership
+
+    async def join(self, node_id: str, raft: str, tcp: str, api: str) -> dict[str, Any]:
+        """Add a node (any member may be asked: followers forward to the leader)."""
+        return await self.membership.join(node_id, raft, tcp, api)
+
+    async def remove(self, node_id: str) -> dict[str, Any]:
+        return await self.membership.remove_anywhere(node_id)
+
+    async def leave(self) -> dict[str, Any]:
+        """Leave the cluster (handing leadership over first when leading)."""
+        return await self.membership.leave()
+
+    def cluster_state(self) -> dict[str, Any]:
+        """Members with their addresses, leader, term, commit/applied indexes, own role."""
+        return self.status()
+
+    def snapshot(self) -> int:
+        """Start a log compaction (full dump); returns the applied index it will cover."""
+        self.sync.forceLogCompaction()
+        applied: int = self.sync.raftLastApplied
+        return applied
 
     # -- views -------------------------------------------------------------------------------
 
