@@ -22,7 +22,7 @@ from yakvs.protocol import Consistency
 from yakvs.raft.api import start_api
 from yakvs.raft.backend import RaftBackend
 from yakvs.raft.config import RaftConfig, is_loopback
-from yakvs.raft.membership import Membership, bring_up
+from yakvs.raft.membership import bring_up
 from yakvs.raft.node import RaftNode, StartupError
 from yakvs.server import Server, ServerConfig, install_uvloop
 
@@ -51,7 +51,7 @@ def check_exposure(secret: str | None, hosts: list[str]) -> None:
 async def serve(config: RaftConfig) -> None:
     """Run one node until SIGTERM/SIGINT or until it leaves the cluster."""
     node = RaftNode(config)
-    membership = Membership(node)
+    membership = node.membership
     try:
         runner = await start_api(node, membership)
     except OSError as exc:
@@ -85,11 +85,12 @@ async def _mark_serving(node: RaftNode, server: Server) -> None:
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.option("--id", "-id", "node_id", required=True, help="Node id (unique in the cluster).")
+@click.option("--id", "-id", "node_id", envvar="YAKVS_ID", required=True,
+              help="Node id (unique in the cluster).")
 @click.option("--raft", "-raft", type=HOST_PORT, required=True, help="Raft peer address.")
 @click.option("--tcp", "-tcp", type=HOST_PORT, default="127.0.0.1:8080", help="Client address.")
 @click.option("--api", "-api", type=HOST_PORT, default="127.0.0.1:8081", help="Admin HTTP API.")
-@click.option("--dir", "-dir", "data_dir", default="raft-data",
+@click.option("--dir", "-dir", "data_dir", envvar="YAKVS_DIR", default="raft-data",
               type=click.Path(file_okay=False), help="Data folder (one sub-folder per node id).")
 @click.option("--bootstrap", "-bootstrap", is_flag=True, help="Start a new cluster.")
 @click.option("--join", "-join", type=HOST_PORT, default=None,
