@@ -1,68 +1,99 @@
-"""The command log file: record encoding, replay scanning, crash repair and snapshot writing.
+"""The command log file, write side: record encoding, appends, fsync state and rewrites.
 
 Format (see docs/log-format.md): the header line ``YAKVS-LOG 1``, then one record per line,
 ``<crc32 of payload, 8 lowercase hex digits> <payload>\\n``, where the payload is a compact JSON
 array of exactly four fields: ``["S", key, value, expires_at]``, ``["D", key, null, 0]`` or
-``["E", key, null, expires_at]``; expires_at is epoch ms, 0 = none.
-JSON escapes newlines, so a record can contain a newline only as its terminator, and any Unicode
-string round-trips exactly.
+``["E", key, null, expires_at]``; expires_at is epoch ms, 0 = none. JSON escapes newlines, so a
+record can contain a newline only as its terminator, and any Unicode string round-trips exactly.
+Reading it back is yakvs/_replay.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
-import struct
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from operator import itemgetter, length_hint
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 from zlib import crc32
 
 import orjson
 
-from yakvs.errors import LogCorruptError, StorageError
-
-if TYPE_CHECKING:
-    from yakvs._expiry import Expiries
-
-logger = logging.getLogger(__name__)
+from yakvs.errors import StorageError
 
 MAGIC = b"YAKVS-LOG 1\n"
-_MAGIC_PREFIX = b"YAKVS-LOG "
 _CHUNK = 1 << 20
 _dumps = orjson.dumps
-# C-level slicing for the replay fast path: a Python-level loop per record costs more than the rest.
-_HEAD = itemgetter(slice(0, 8))
-_BODY = itemgetter(slice(9, None))
-_INNER = itemgetter(slice(10, -1))  # the payload without its brackets
-_unpack = struct.unpack
 
 
-class BadRecord(Exception):
-    """Raised by a replay ``apply`` callback: record ``index`` of the batch is malformed."""
+class LogFile:
+    """The open log: where the next record goes and how much of it is known to be fsynced.
 
-    def __init__(self, index: int, reason: str) -> None:
-        super().__init__(reason)
-        self.index = index
-        self.reason = reason
+    Not thread-safe: the store calls it holding its lock (``Store.sync`` reads ``fd``/``size``
+    under the lock and fsyncs outside it).
+    """
+
+    def __init__(self, path: str, fd: int, size: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.size = size  # end of the last complete record
+        self.synced = size  # bytes known to be fsynced
+        self.tail_dirty = False  # a failed write may have left bytes past `size`
+        self.failed: str | None = None  # why writes are refused until a rewrite (fsync error)
+        self.rewrite_buf: list[bytes] | None = None  # records appended while a rewrite runs
+        self.errors = 0
+
+    def append(self, rec: bytes, fsync: bool) -> None:
+        """Write ``rec`` (fsync it if asked); on failure raise StorageError and leave no trace."""
+        if self.failed is not None:
+            raise StorageError(f"the command log is being rewritten after an error ({self.failed})")
+        fd, start = self.fd, self.size
+        try:
+            if self.tail_dirty:
+                os.ftruncate(fd, start)
+                self.tail_dirty = False
+            if os.pwrite(fd, rec, start) != len(rec):  # short write: disk nearly full
+                write_at(fd, rec, start)
+            if fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            self.errors += 1
+            try:
+                os.ftruncate(fd, start)  # also drops a record written but not fsynced
+            except OSError:
+                self.tail_dirty = True
+            raise StorageError(f"write to the command log failed: {exc.strerror}") from exc
+        self.size = start + len(rec)
+        if fsync:
+            self.synced = self.size
+        if self.rewrite_buf is not None:
+            self.rewrite_buf.append(rec)
+
+    def install(self, tmp: str, new_fd: int, size: int) -> int:
+        """Make the rewritten ``tmp`` (fd ``new_fd``, ``size`` bytes) the log; return the old fd.
+
+        Appends the records written since the snapshot, fsyncs, renames over the log. Until the
+        rename any failure (OSError) leaves the old log in place; after it the new one is in use.
+        """
+        assert self.rewrite_buf is not None, "no rewrite in progress"
+        tail = b"".join(self.rewrite_buf)
+        if tail:
+            write_at(new_fd, tail, size)
+            size += len(tail)
+        os.fsync(new_fd)
+        os.replace(tmp, self.path)
+        old_fd = self.fd
+        self.fd, self.size, self.synced = new_fd, size, size
+        self.tail_dirty = False
+        self.failed = None
+        self.rewrite_buf = None
+        return old_fd
 
 
 def encode(record: tuple[Any, ...]) -> bytes:
     """One framed record; raises orjson.JSONEncodeError for strings that are not valid Unicode."""
     payload = _dumps(record)
     return b"%08x %b\n" % (crc32(payload), payload)
-
-
-@dataclass
-class ScanResult:
-    size: int  # offset where the next record goes (after any cut)
-    records: int
-    cut_bytes: int = 0  # torn tail removed
-    moved_aside: str | None = None  # repair: where the bad suffix went
 
 
 def fsync_dir(path: str) -> None:
@@ -85,182 +116,6 @@ def open_locked(path: str, flags: int) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def open_log(path: str, repair: bool, apply: Callable[[list[Any]], None]) -> tuple[int, ScanResult]:
-    """Open (or create) the log at ``path``, replay it through ``apply`` and return (fd, result)."""
-    try:
-        fd = open_locked(path, os.O_RDWR | os.O_CREAT)
-    except OSError as exc:
-        raise StorageError(f"{path}: cannot open the command log: {exc.strerror}") from exc
-    try:
-        return fd, _check_and_replay(fd, path, repair, apply)
-    except OSError as exc:  # reading, cutting a torn tail or repairing failed
-        os.close(fd)
-        raise StorageError(f"{path}: cannot read or repair the command log: {exc}") from exc
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _check_and_replay(
-    fd: int, path: str, repair: bool, apply: Callable[[list[Any]], None]
-) -> ScanResult:
-    file_size = os.fstat(fd).st_size
-    head = os.pread(fd, len(MAGIC), 0)
-    if head != MAGIC:
-        if MAGIC.startswith(head):
-            # Empty, or we crashed while writing the header of a brand-new log: nothing to lose.
-            if head:
-                logger.warning(
-                    "%s: incomplete header (%d bytes), starting a new log", path, len(head)
-                )
-            os.ftruncate(fd, 0)
-            _write_all(fd, MAGIC, 0)
-            os.fsync(fd)
-            fsync_dir(path)
-            return ScanResult(size=len(MAGIC), records=0)
-        if head.startswith(_MAGIC_PREFIX):
-            version = head[len(_MAGIC_PREFIX) :].strip()
-            raise LogCorruptError(
-                f"{path}: yakvs log format version {version!r} is not supported (this is 1)", 0
-            )
-        raise LogCorruptError(
-            f"{path}: not a yakvs command log (missing the 'YAKVS-LOG 1' header); refusing to "
-            "open it. Point the server at a new file or move this one away.",
-            0,
-        )
-    pos = len(MAGIC)  # file offset of the first byte of `pending`
-    pending: list[bytes] = []  # a partial line, in pieces (joined once: huge values stay linear)
-    records = 0
-    read_off = pos
-    while True:
-        chunk = os.pread(fd, _CHUNK, read_off)
-        if not chunk:
-            break
-        read_off += len(chunk)
-        if b"\n" not in chunk:
-            pending.append(chunk)
-            continue
-        buf = b"".join((*pending, chunk)) if pending else chunk
-        cut = buf.rfind(b"\n")
-        lines = buf[:cut].split(b"\n")
-        pending = [buf[cut + 1 :]] if cut + 1 < len(buf) else []
-        bad = _replay_lines(lines, apply)
-        if bad is not None:
-            index, reason = bad
-            offset = pos + sum(len(line) + 1 for line in lines[:index])
-            line_end = offset + len(lines[index]) + 1
-            return _bad_record(
-                fd, path, repair, offset, line_end, file_size, reason, records + index
-            )
-        records += len(lines)
-        pos += cut + 1
-    if pending:
-        return _bad_record(fd, path, repair, pos, file_size, file_size, "incomplete", records)
-    return ScanResult(size=pos, records=records)
-
-
-def _replay_lines(lines: list[bytes], apply: Callable[[list[Any]], None]) -> tuple[int, str] | None:
-    """Check and apply a batch of lines; return (index, reason) of the first bad one, else None."""
-    # Fast path: the whole batch is checked with C-level loops and decoded by one orjson call.
-    try:
-        want = _unpack(f">{len(lines)}I", bytes.fromhex(b"".join(map(_HEAD, lines)).decode()))
-        if tuple(map(crc32, map(_BODY, lines))) == want:
-            # Decoding the records' fields as one flat array is ~2.5x faster than an array of
-            # arrays (no list per record); every record has exactly 4 fields, which is checked.
-            records = orjson.loads(b"[" + b",".join(map(_INNER, lines)) + b"]")
-            if len(records) != 4 * len(lines):
-                records = None
-        else:
-            records = None
-    except (ValueError, struct.error, orjson.JSONDecodeError):  # UnicodeDecodeError included
-        records = None
-    if records is not None:
-        try:
-            apply(records)
-        except BadRecord as exc:
-            return exc.index, exc.reason
-        return None
-    # Slow path, only for a batch known to hold a bad line: find it, applying the lines before it.
-    for i, line in enumerate(lines):
-        reason = _check_line(line)
-        if reason is not None:
-            return i, reason
-        try:
-            apply(orjson.loads(line[9:]))
-        except BadRecord as exc:
-            return i, exc.reason
-    return None  # unreachable in practice: the fast path failed for a reason the slow path saw
-
-
-def _check_line(line: bytes) -> str | None:
-    head = line[:8]
-    if len(line) < 10 or line[8:9] != b" " or head.strip(b"0123456789abcdef"):
-        return "malformed record"
-    if int(head, 16) != crc32(line[9:]):
-        return "checksum mismatch"
-    try:
-        record = orjson.loads(line[9:])
-    except orjson.JSONDecodeError:
-        return "undecodable record"
-    if type(record) is not list or len(record) != 4:
-        return "malformed record"
-    return None
-
-
-def _bad_record(
-    fd: int,
-    path: str,
-    repair: bool,
-    offset: int,
-    line_end: int,
-    file_size: int,
-    reason: str,
-    records: int,
-) -> ScanResult:
-    if line_end >= file_size:
-        # Only the very last record is bad: a write torn by a crash (Redis: aof-load-truncated).
-        cut = file_size - offset
-        logger.warning(
-            "%s: cut off a torn last record (%s) at byte offset %d (%d bytes)",
-            path,
-            reason,
-            offset,
-            cut,
-        )
-        os.ftruncate(fd, offset)
-        os.fsync(fd)
-        return ScanResult(size=offset, records=records, cut_bytes=cut)
-    if not repair:
-        raise LogCorruptError(
-            f"{path}: corrupt record ({reason}) at byte offset {offset}, with "
-            f"{file_size - offset} bytes after it; refusing to start. Start with the repair "
-            f"option (--repair-log) to keep the first {offset} bytes and move the rest aside.",
-            offset,
-        )
-    aside = f"{path}.corrupt-{offset}-{int(time.time())}"
-    with open(aside, "wb") as out:
-        read = offset
-        while chunk := os.pread(fd, _CHUNK, read):
-            out.write(chunk)
-            read += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    os.ftruncate(fd, offset)
-    os.fsync(fd)
-    fsync_dir(path)
-    logger.warning(
-        "%s: repaired: corrupt record (%s) at byte offset %d; kept %d records, moved %d bytes "
-        "to %s",
-        path,
-        reason,
-        offset,
-        records,
-        file_size - offset,
-        aside,
-    )
-    return ScanResult(size=offset, records=records, moved_aside=aside)
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -289,7 +144,7 @@ def write_snapshot(
 ) -> tuple[int, int]:
     """Write a fresh log holding ``items`` (skipping expired ones) to ``path``; return (fd, size).
 
-    The file is fsynced but not renamed; the fd is open read-write and locked.
+    Not fsynced and not renamed yet (see :meth:`LogFile.install`); the fd is open and locked.
     """
     fd = open_locked(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
     try:
@@ -318,64 +173,3 @@ def write_snapshot(
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
-
-
-def apply_records(flat: list[Any], data: dict[str, str], exp: Expiries, now: int) -> None:
-    """Apply records given as one flat list of 4 fields each; raise BadRecord naming a bad one.
-
-    Records expired at ``now`` (the wall clock at the start of replay) are dropped.
-    """
-    it = iter(flat)
-    has_ttl = exp.keys_with_ttl()  # a live view: truthy once any key has an expiry
-    try:
-        # zip over one iterator four times yields the records without a list per record.
-        for op, key, value, at in zip(it, it, it, it, strict=True):
-            if op == "S" and at == 0 and type(key) is str and type(value) is str and key:
-                data[key] = value  # the hot case: a SET without expiry
-                if has_ttl and key in has_ttl:
-                    exp.discard(key)
-            else:
-                _apply_other(op, key, value, at, data, exp, now)
-    except (_Malformed, ValueError) as exc:
-        index = (len(flat) - length_hint(it)) // 4 - 1
-        raise BadRecord(max(index, 0), str(exc) or "malformed record") from None
-
-
-class _Malformed(Exception):
-    pass
-
-
-def _apply_other(
-    op: Any, key: Any, value: Any, at: Any, data: dict[str, str], exp: Expiries, now: int
-) -> None:
-    if type(key) is not str or not key or type(at) is not int or at < 0:
-        raise _Malformed("bad key or expiry")
-    if op == "S":
-        if type(value) is not str:
-            raise _Malformed("bad SET value")
-        if at and at <= now:
-            data.pop(key, None)
-            exp.discard(key)
-            return
-        data[key] = value
-        if at:
-            exp.set(key, at)
-        else:
-            exp.discard(key)
-    elif value is not None:
-        raise _Malformed("value in a DELETE/EXPIRE record")
-    elif op == "D":
-        data.pop(key, None)
-        exp.discard(key)
-    elif op == "E":
-        if key not in data:
-            return
-        if not at:
-            exp.discard(key)
-        elif at <= now:
-            del data[key]
-            exp.discard(key)
-        else:
-            exp.set(key, at)
-    else:
-        raise _Malformed("unknown record type")

@@ -31,7 +31,6 @@ from zlib import crc32
 
 import orjson
 
-from yakvs import _log
 from yakvs._expiry import (
     MAX_EXPIRES_AT,
     MAX_TTL_MS,
@@ -40,6 +39,8 @@ from yakvs._expiry import (
     expiry_ms,
     now_ms,
 )
+from yakvs._log import LogFile, encode, fsync_dir, write_snapshot
+from yakvs._replay import apply_records, open_log
 from yakvs.errors import BadRequestError, StorageError
 
 logger = logging.getLogger(__name__)
@@ -87,24 +88,20 @@ class Store:
         self._exp = Expiries()
         self._ttl_keys = self._exp.keys_with_ttl()  # live view, for a cheap membership test
         self._rng = random.Random()
-        self._fd: int | None = None
-        self._size = 0  # end of the last complete record
-        self._synced = 0  # bytes known to be fsynced
-        self._tail_dirty = False  # a failed write may have left bytes past _size
+        self._log: LogFile | None = None
         self._deferred = 0
-        self._rewrite_buf: list[bytes] | None = None  # records written while a rewrite runs
         self._rewrite_thread: threading.Thread | None = None
         self._rewrite_retry_at = 0.0
         self._base_size = 0
         self._last_rewrite: float | None = None
         self._last_fsync = time.monotonic()
         self._closed = False
-        self._log_failed: str | None = None  # set when an fsync failed; cleared by a rewrite
-        self._counters = {"expired_keys": 0, "log_errors": 0, "rewrites": 0, "replayed": 0}
+        self._counters = {"expired_keys": 0, "rewrites": 0, "replayed": 0}
         if self._path is not None:
             self._replay_now = now_ms()
-            self._fd, result = _log.open_log(self._path, config.repair, self._apply_replay)
-            self._size = self._synced = self._base_size = result.size
+            fd, result = open_log(self._path, config.repair, self._apply_replay)
+            self._log = LogFile(self._path, fd, result.size)
+            self._base_size = result.size
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path + ".rewrite")  # left by a crash mid-rewrite; never valid
             self._counters["replayed"] = result.records
@@ -130,7 +127,7 @@ class Store:
             raise BadRequestError("value must be a string")
         at = 0 if ttl is None and expires_at is None else expiry_ms(ttl, expires_at)
         rec = None
-        if self._fd is not None:
+        if self._log is not None:
             try:
                 payload = _dumps(("S", key, value, at))
             except orjson.JSONEncodeError:
@@ -165,7 +162,7 @@ class Store:
         with self._lock:
             if not self._live(key):
                 return False
-            self._append(self._encode(("D", key, None, 0)) if self._fd is not None else None)
+            self._append(self._encode(("D", key, None, 0)) if self._log is not None else None)
             del self._data[key]
             self._exp.discard(key)
             return True
@@ -177,7 +174,7 @@ class Store:
         with self._lock:
             if not self._live(key):
                 return False
-            self._append(self._encode(("E", key, None, at)) if self._fd is not None else None)
+            self._append(self._encode(("E", key, None, at)) if self._log is not None else None)
             if not at:
                 self._exp.discard(key)
             elif at <= now_ms() and self.config.local_expiry:
@@ -193,7 +190,7 @@ class Store:
         with self._lock:
             if not self._live(key) or key not in self._exp:
                 return False
-            self._append(self._encode(("E", key, None, 0)) if self._fd is not None else None)
+            self._append(self._encode(("E", key, None, 0)) if self._log is not None else None)
             self._exp.discard(key)
             return True
 
@@ -259,9 +256,10 @@ class Store:
         """fsync everything written so far. Safe from another thread while writes go on."""
         with self._sync_lock:
             with self._lock:
-                fd, size = self._fd, self._size
-                if fd is None or size <= self._synced:
+                log = self._log
+                if log is None or log.size <= log.synced:
                     return
+                fd, size = log.fd, log.size
             try:
                 os.fsync(fd)
             except OSError as exc:
@@ -269,17 +267,17 @@ class Store:
                 # time, so the file can no longer be trusted: refuse writes until a rewrite from
                 # memory (started by tick()) has produced a fully fsynced log again.
                 with self._lock:
-                    self._counters["log_errors"] += 1
-                    self._log_failed = f"fsync failed: {exc.strerror}"
+                    log.errors += 1
+                    log.failed = f"fsync failed: {exc.strerror}"
                 raise StorageError(f"fsync of the command log failed: {exc.strerror}") from exc
             with self._lock:
-                if self._fd == fd and size > self._synced:
-                    self._synced = size
+                if log.fd == fd and size > log.synced:  # else a rewrite replaced the file
+                    log.synced = size
                 self._last_fsync = time.monotonic()
 
     def compact(self, wait: bool = True) -> None:
         """Rewrite the log from live data; ``wait=False`` runs it in a background thread."""
-        if self._fd is None:
+        if self._log is None:
             return
         running = self._rewrite_thread
         if running is not None and running.is_alive():
@@ -293,8 +291,9 @@ class Store:
 
     def tick(self) -> None:
         """One round of periodic work; call ~10 times a second when background=False."""
-        if self._fd is not None and self.config.fsync != "no":
-            if time.monotonic() - self._last_fsync >= 1.0 and self._synced < self._size:
+        log = self._log
+        if log is not None and self.config.fsync != "no":
+            if time.monotonic() - self._last_fsync >= 1.0 and log.synced < log.size:
                 try:
                     self.sync()
                 except StorageError as exc:
@@ -305,13 +304,14 @@ class Store:
 
     @property
     def stats(self) -> dict[str, Any]:
-        running = self._rewrite_thread
+        running, log = self._rewrite_thread, self._log
         return {
             "keys": len(self._data),
             "expires": len(self._exp),
             "log_path": self._path,
-            "log_bytes": self._size,
-            "log_synced_bytes": self._synced,
+            "log_bytes": log.size if log else 0,
+            "log_synced_bytes": log.synced if log else 0,
+            "log_errors": log.errors if log else 0,
             "fsync": self.config.fsync,
             "last_rewrite": self._last_rewrite,
             "rewrite_base_bytes": self._base_size,
@@ -332,16 +332,16 @@ class Store:
             if thread is not None and thread is not threading.current_thread():
                 thread.join()
         with self._sync_lock, self._lock:
-            fd, self._fd = self._fd, None
-        if fd is not None:
+            log, self._log = self._log, None
+        if log is not None:
             try:
-                if self._synced < self._size:
-                    os.fsync(fd)
-                    self._synced = self._size
+                if log.synced < log.size:
+                    os.fsync(log.fd)
+                    log.synced = log.size
             except OSError as exc:
                 raise StorageError(f"fsync at close failed: {exc.strerror}") from exc
             finally:
-                os.close(fd)
+                os.close(log.fd)
 
     def __enter__(self) -> Store:
         return self
@@ -355,7 +355,7 @@ class Store:
 
     def _encode(self, record: tuple[Any, ...]) -> bytes:
         try:
-            return _log.encode(record)
+            return encode(record)
         except orjson.JSONEncodeError:
             raise BadRequestError(_NOT_UNICODE) from None
 
@@ -363,34 +363,8 @@ class Store:
         """Write one record (caller holds _lock); raise StorageError, leaving nothing behind."""
         if self._closed:
             raise StorageError("the store is closed")
-        fd = self._fd
-        if fd is None or rec is None:
-            return
-        if self._log_failed is not None:
-            raise StorageError(
-                f"the command log is being rewritten after an error ({self._log_failed})"
-            )
-        start = self._size
-        try:
-            if self._tail_dirty:
-                os.ftruncate(fd, start)
-                self._tail_dirty = False
-            if os.pwrite(fd, rec, start) != len(rec):  # short write: disk nearly full
-                _log.write_at(fd, rec, start)
-            if durable and self._always and not self._deferred:
-                os.fsync(fd)
-        except OSError as exc:
-            self._counters["log_errors"] += 1
-            try:
-                os.ftruncate(fd, start)
-            except OSError:
-                self._tail_dirty = True
-            raise StorageError(f"write to the command log failed: {exc.strerror}") from exc
-        self._size = start + len(rec)
-        if durable and self._always and not self._deferred:
-            self._synced = self._size
-        if self._rewrite_buf is not None:
-            self._rewrite_buf.append(rec)
+        if self._log is not None and rec is not None:
+            self._log.append(rec, durable and self._always and not self._deferred)
 
     def _live(self, key: str) -> bool:
         """Whether ``key`` exists unexpired (caller holds _lock); reclaims it if expired."""
@@ -406,9 +380,9 @@ class Store:
         """Drop expired ``keys`` (caller holds _lock and checked them); log DELETEs best-effort."""
         if not self.config.local_expiry:
             return
-        if self._fd is not None and not self._closed:
+        if self._log is not None and not self._closed:
             try:
-                self._append(b"".join(_log.encode(("D", k, None, 0)) for k in keys), durable=False)
+                self._append(b"".join(encode(("D", k, None, 0)) for k in keys), durable=False)
             except StorageError as exc:
                 # Replay also drops them by the wall clock; only a clock stepping back could
                 # bring them back, which is the lesser evil than failing reads.
@@ -433,17 +407,17 @@ class Store:
                 return
 
     def _apply_replay(self, records: list[Any]) -> None:
-        _log.apply_records(records, self._data, self._exp, self._replay_now)
+        apply_records(records, self._data, self._exp, self._replay_now)
 
     def _maybe_compact(self) -> None:
-        cfg = self.config
+        cfg, log = self.config, self._log
         if (
-            self._fd is not None
+            log is not None
             and (
-                self._log_failed is not None
+                log.failed is not None
                 or (
-                    self._size > cfg.compact_min_size
-                    and self._size > cfg.compact_growth * self._base_size
+                    log.size > cfg.compact_min_size
+                    and log.size > cfg.compact_growth * self._base_size
                 )
             )
             and time.monotonic() >= self._rewrite_retry_at
@@ -451,7 +425,7 @@ class Store:
         ):
             logger.info(
                 "log is %d bytes (%d after the last rewrite): rewriting",
-                self._size,
+                log.size,
                 self._base_size,
             )
             self._start_rewrite()
@@ -461,7 +435,8 @@ class Store:
             try:
                 self._rewrite()
             except StorageError as exc:
-                retry = _REWRITE_RETRY_S if self._log_failed is None else 1.0
+                failed = self._log is not None and self._log.failed is not None
+                retry = 1.0 if failed else _REWRITE_RETRY_S
                 self._rewrite_retry_at = time.monotonic() + retry
                 logger.error("background log rewrite failed (old log kept): %s", exc)
 
@@ -471,46 +446,38 @@ class Store:
     def _rewrite(self) -> None:
         assert self._path is not None
         with self._lock:
-            if self._fd is None or self._closed or self._rewrite_buf is not None:
+            log = self._log
+            if log is None or self._closed or log.rewrite_buf is not None:
                 return
             data = self._data.copy()
             exps = self._exp.copy()
-            self._rewrite_buf = []
+            log.rewrite_buf = []  # from now on appends are also kept for the new file
         tmp = self._path + ".rewrite"
         new_fd: int | None = None
         try:
-            new_fd, size = _log.write_snapshot(tmp, data.items(), exps, now_ms())
+            new_fd, size = write_snapshot(tmp, data.items(), exps, now_ms())
             del data, exps
             os.fsync(new_fd)  # the bulk, outside the lock
             with self._lock:
-                if self._fd is None:  # closed meanwhile (a compact() racing close())
+                if self._log is not log:  # closed meanwhile (a compact() racing close())
                     raise StorageError("the store was closed during the rewrite")
-                tail = b"".join(self._rewrite_buf)
-                if tail:
-                    _log.write_at(new_fd, tail, size)
-                    size += len(tail)
-                    os.fsync(new_fd)
-                os.replace(tmp, self._path)
-                # From here on the new file is the log, whatever happens next.
-                old_fd, self._fd, new_fd = self._fd, new_fd, None
-                self._size = self._synced = self._base_size = size
-                self._tail_dirty = False
-                self._log_failed = None
-                self._rewrite_buf = None
+                old_fd = log.install(tmp, new_fd, size)
+                new_fd = None  # from here on the new file is the log, whatever happens next
+                self._base_size = log.size
                 self._last_rewrite = time.time()
                 self._counters["rewrites"] += 1
             try:
-                _log.fsync_dir(self._path)
+                fsync_dir(self._path)
             except OSError as exc:
                 logger.error("fsync of the log directory after a rewrite failed: %s", exc)
             with self._sync_lock:
                 os.close(old_fd)
-            logger.info("%s: rewritten, %d bytes", self._path, size)
+            logger.info("%s: rewritten, %d bytes", self._path, log.size)
         except OSError as exc:
             raise StorageError(f"log rewrite failed, old log kept: {exc.strerror}") from exc
         finally:
             with self._lock:
-                self._rewrite_buf = None  # no-op after a successful swap
+                log.rewrite_buf = None  # no-op after a successful install
             if new_fd is not None:
                 os.close(new_fd)
                 with contextlib.suppress(OSError):
