@@ -189,10 +189,21 @@ def test_10mb_line_and_endless_line_close_without_hurting_others(server, wire_fa
 )
 def test_http_is_closed(wire_factory, request_line):
     w = wire_factory()
-    w.send(request_line)
+    w.send(request_line[:2])  # even when the request line trickles in
+    time.sleep(0.05)
+    w.send(request_line[2:])
     assert w.closed()
     assert w.buf == b""  # no reply: it is not our protocol
     assert wire_factory().call({"op": "PING"})["value"] == "PONG"
+
+
+def test_short_first_read_is_not_mistaken(wire):
+    wire.send(b"{")
+    time.sleep(0.05)
+    wire.send(b'"op":"PING"}\n')
+    assert wire.reply()["value"] == "PONG"
+    wire.send(b"\n")  # a lone newline first is fine too: blank lines are skipped
+    assert wire.call({"op": "PING"})["value"] == "PONG"
 
 
 def test_max_clients_error_then_close(tmp_path):

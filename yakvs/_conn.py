@@ -54,6 +54,7 @@ class Connection(asyncio.Protocol):
         "_execute_encoded",
         "_execute_now",
         "_first",
+        "_head",
         "_paused_reading",
         "_paused_write",
         "_queue",
@@ -73,6 +74,7 @@ class Connection(asyncio.Protocol):
         self._queue: deque[_Batch] = deque()
         self._task: asyncio.Future[list[Reply]] | None = None
         self._first = True
+        self._head = b""
         self._closing = False
         self._paused_write = False
         self._paused_reading = False
@@ -116,7 +118,11 @@ class Connection(asyncio.Protocol):
         if self._closing:
             return
         if self._first:
-            self._first = False
+            data = self._head + data
+            if len(data) < 8 and b"\n" not in data:
+                self._head = data  # too few bytes yet to tell an HTTP request line from JSON
+                return
+            self._first, self._head = False, b""
             if looks_like_http(data):
                 logger.info("closing %s: it speaks HTTP", self.peer)
                 self._close()
