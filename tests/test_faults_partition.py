@@ -1,25 +1,21 @@
-"""Fault suite, cluster in network namespaces: the leader is cut off from the other nodes by
-iptables DROP rules, then healed, under load. The isolated minority must acknowledge no write
-and serve no stale linearizable read; after the heal every replica holds the same data; the whole
-history must pass the checker.
+"""Fault suite, network partitions: a 3-node cluster with every node in its own network namespace
+(yakvs.testing.netns), cut apart by iptables DROP rules under load, then healed.
 
-Each node runs in its own namespace with a veth into a bridge namespace; the test's clients run
-in one more namespace, reached by moving the test's threads there with setns(2). Every address
-and every iptables rule lives in a namespace this test creates and deletes. Needs root.
+While the old leader is isolated it must acknowledge no write and answer no linearizable read
+(it may answer stale ones: that is what `stale` means); after the heal every replica holds the
+same data, every acknowledged write is there, and the whole history passes the checker. The
+test's clients run in their own namespace on the same bridge; nothing here touches a real
+interface (the root namespace would route these addresses off the machine: never call the
+cluster from the test's own thread).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import random
-import shutil
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,229 +25,185 @@ from yakvs.protocol import Consistency, Op, Request
 from yakvs.testing.cluster import Cluster, NodeProc
 from yakvs.testing.history import History, Kind, Outcome, WireSession, Workload, execute_recorded
 from yakvs.testing.linearizability import Verdict, check
+from yakvs.testing.netns import PrivateNet, ns_cluster, unavailable_reason
 
+_WHY_NOT = unavailable_reason()
 pytestmark = [
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("iptables")),
-        reason="needs root, iproute2 and iptables for network namespaces",
-    ),
-    pytest.mark.timeout(240),
+    pytest.mark.skipif(_WHY_NOT is not None, reason=f"partition nemesis: {_WHY_NOT}"),
+    pytest.mark.timeout(180),
 ]
 
+NODES = ("n1", "n2", "n3")
 KEYS = [f"k{i}" for i in range(5)]
 SECRET = "partition-test-secret"  # nodes bind non-loopback addresses, which requires one
-_CLONE_NEWNET = 0x40000000
-
-
-def _sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=30)
-
-
-class _Net:
-    """A bridge namespace plus one namespace per member, each with one address on the bridge."""
-
-    def __init__(self, members: list[str]) -> None:
-        self.tag = f"yk{os.getpid()}"
-        self.subnet = f"10.{random.randint(100, 250)}.{random.randint(0, 255)}"
-        self.bridge = f"{self.tag}-br"
-        self.ns: dict[str, str] = {}
-        self.ip: dict[str, str] = {}
-        try:
-            _sh("ip", "netns", "add", self.bridge)
-            _sh("ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge")
-            _sh("ip", "-n", self.bridge, "link", "set", "br0", "up")
-            for i, name in enumerate(members, start=1):
-                ns, peer = f"{self.tag}-{name}", f"p{i}"
-                _sh("ip", "netns", "add", ns)
-                self.ns[name], self.ip[name] = ns, f"{self.subnet}.{i}"
-                _sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth",
-                    "peer", "name", peer, "netns", self.bridge)
-                _sh("ip", "-n", ns, "addr", "add", f"{self.ip[name]}/24", "dev", "eth0")
-                _sh("ip", "-n", ns, "link", "set", "eth0", "up")
-                _sh("ip", "-n", ns, "link", "set", "lo", "up")
-                _sh("ip", "-n", self.bridge, "link", "set", peer, "master", "br0")
-                _sh("ip", "-n", self.bridge, "link", "set", peer, "up")
-        except BaseException:
-            self.close()
-            raise
-
-    def isolate(self, name: str, others: list[str]) -> None:
-        """Drop everything between ``name`` and ``others``, both ways (clients still reach it)."""
-        for other in others:
-            ip = self.ip[other]
-            _sh("ip", "netns", "exec", self.ns[name], "iptables", "-w", "-A", "INPUT",
-                "-s", ip, "-j", "DROP")
-            _sh("ip", "netns", "exec", self.ns[name], "iptables", "-w", "-A", "OUTPUT",
-                "-d", ip, "-j", "DROP")
-
-    def heal(self) -> None:
-        for ns in self.ns.values():
-            _sh("ip", "netns", "exec", ns, "iptables", "-w", "-F")
-
-    def close(self) -> None:
-        for ns in [*self.ns.values(), self.bridge]:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
-
-
-class _NsNode(NodeProc):
-    """A cluster node started inside its namespace with ``ip netns exec``; the command line is
-    the helper's own (NodeProc.start), with only the launcher in front."""
-
-    netns: str = ""
-
-    def start(self, bootstrap: bool = False, join: str | None = None,
-              extra: list[str] | None = None) -> None:
-        assert not self.alive, f"{self.node_id} is already running"
-        self.starts += 1
-        args = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "yakvs.cli.raft",
-                "--id", self.node_id, "--raft", self.raft, "--tcp", self.tcp, "--api", self.api,
-                "--dir", str(self.data_dir), *self.extra_args, *(extra or [])]
-        if bootstrap:
-            args.append("--bootstrap")
-        if join:
-            args += ["--join", join]
-        env = {**os.environ, "YAKVS_SECRET": SECRET}
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def _in_netns(netns: str, fn: Callable[[], Any], timeout: float = 200.0) -> Any:
-    """Run ``fn`` in a new thread moved into ``netns``; threads it starts inherit the namespace.
-    The test's own thread never moves, so nothing else in this process is affected."""
-    result: list[Any] = []
-    errors: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, os.strerror(err))
-            finally:
-                os.close(fd)
-            result.append(fn())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=main, name=f"in-{netns}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"test body in {netns} still running after {timeout} s")
-    if errors:
-        raise errors[0]
-    return result[0]
+REQUEST_TIMEOUT = 2.0  # the nodes' --request-timeout: bounds every probe of a cut-off node
+ISOLATION = 10.0
 
 
 @contextlib.contextmanager
-def _ns_cluster(base_dir: Path) -> Iterator[tuple[Cluster, _Net]]:
-    net = _Net(["n1", "n2", "n3", "client"])
-    cluster = Cluster(base_dir, size=0, secret=SECRET, extra_args=["--request-timeout", "2"])
+def _cluster_in_namespaces(tmp_path: Path) -> Iterator[tuple[PrivateNet, Cluster]]:
+    with PrivateNet([*NODES, "client"]) as net:
+        cluster = ns_cluster(net, tmp_path, NODES, SECRET,
+                             ["--request-timeout", str(REQUEST_TIMEOUT)])
+        try:
+            net.call("client", lambda: cluster.start(timeout=60.0), timeout=90.0)
+            yield net, cluster
+        finally:
+            cluster.close()
+
+
+def _session(node: NodeProc) -> WireSession:
+    # Longer than the node's request timeout: the node answers UNKNOWN_OUTCOME before we give up.
+    session = WireSession(node.tcp, timeout=REQUEST_TIMEOUT + 3.0)
+    session.connect()
+    return session
+
+
+def _recorded(history: History, node: NodeProc, client: int, kind: Kind, key: str,
+              value: str | None = None) -> Outcome:
+    """One recorded operation on a fresh connection (an unknown outcome poisons a connection)."""
     try:
-        for name in ("n1", "n2", "n3"):
-            ip = net.ip[name]
-            node = _NsNode(name, f"{ip}:7000", f"{ip}:8080", f"{ip}:8081", base_dir,
-                           secret=SECRET, extra_args=cluster.extra_args)
-            node.netns = net.ns[name]
-            cluster.nodes.append(node)
-        yield cluster, net
+        session = _session(node)
+    except OSError:
+        return Outcome.FAILED  # nothing was sent
+    try:
+        return execute_recorded(history, session, client, kind, key, value)
     finally:
-        cluster.close()
-        net.close()
-
-
-def _probe_isolated(history: History, majority: list[NodeProc], isolated: NodeProc) -> None:
-    """Write through the majority, then ask the isolated old leader: it must neither return the
-    old value for a linearizable read nor acknowledge a write of its own."""
-    value = history.unique_value(200)
-    deadline = time.monotonic() + 10
-    while True:
-        session = WireSession(random.choice(majority).tcp, timeout=5.0)
-        with contextlib.suppress(OSError):
-            session.connect()
-            if execute_recorded(history, session, 200, Kind.SET, "probe", value) is Outcome.OK:
-                break
         session.close()
-        assert time.monotonic() < deadline, "the majority acknowledged no write"
-    session.close()
-    minority = WireSession(isolated.tcp, timeout=5.0)
-    minority.connect()
-    read = minority.execute(Request(Op.GET, "probe", consistency=Consistency.LINEARIZABLE))
-    assert not read.ok or read.value == value, f"stale linearizable read from the minority: {read}"
-    minority.close()
-    minority.connect()
-    outcome = execute_recorded(history, minority, 201, Kind.SET, "probe", history.unique_value(201))
-    assert outcome is not Outcome.OK, "the isolated minority acknowledged a write"
-    minority.close()
 
 
-def _scenario(cluster: Cluster, net: _Net, history: History) -> dict[str, Any]:
-    rng = random.Random(17)
-    cluster.start(timeout=60)
-    workload = Workload(
-        history, lambda: WireSession(rng.choice(cluster.nodes).tcp, timeout=3.0), KEYS,
-        clients=4, seed=9,
-    )
-    workload.start()
-    elections = []
+def _stale_get(node: NodeProc, key: str) -> str | None:
+    session = _session(node)
     try:
-        for _ in range(2):
+        reply = session.execute(Request(Op.GET, key, consistency=Consistency.STALE))
+    finally:
+        session.close()
+    return reply.value if reply.ok else None
+
+
+def _dump(node: NodeProc) -> dict[str, str | None]:
+    """Every key and value the node holds locally (stale reads: no quorum involved)."""
+    session = _session(node)
+    try:
+        keys = session.execute(Request(Op.KEYS, consistency=Consistency.STALE, limit=1000))
+        assert keys.ok, keys
+        names = sorted(keys.keys or ())
+        values = [session.execute(Request(Op.GET, k, consistency=Consistency.STALE))
+                  for k in names]
+    finally:
+        session.close()
+    return {k: (r.value if r.ok else None) for k, r in zip(names, values, strict=True)}
+
+
+def _probe_minority(history: History, old: NodeProc, key: str, client: int) -> list[Outcome]:
+    """A linearizable read and a write sent straight to the cut-off node, both recorded."""
+    return [
+        _recorded(history, old, client, Kind.GET, key),
+        _recorded(history, old, client + 1, Kind.SET, f"minority-{key}",
+                  history.unique_value(client + 1)),
+    ]
+
+
+def _write_through(history: History, nodes: list[NodeProc], key: str, client: int,
+                   unknown: set[str]) -> str:
+    """SET ``key`` through ``nodes`` until acknowledged; returns the value. Values of attempts
+    with an unknown outcome go to ``unknown``: they may still land later."""
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        value = history.unique_value(client)
+        outcome = _recorded(history, random.choice(nodes), client, Kind.SET, key, value)
+        if outcome is Outcome.OK:
+            return value
+        if outcome is Outcome.UNKNOWN:
+            unknown.add(value)
+        time.sleep(0.1)
+    raise AssertionError(f"the majority acknowledged no write of {key} in 10 s")
+
+
+def _isolate_leader_round(net: PrivateNet, cluster: Cluster, history: History,
+                          round_no: int) -> dict[str, Any]:
+    old = cluster.leader(timeout=10.0)
+    majority = [n for n in cluster.nodes if n is not old]
+    probe = f"probe{round_no}"
+    unknown: set[str] = set()
+    before = _write_through(history, cluster.nodes, probe, 200 + 10 * round_no, unknown)
+    net.isolate(old.node_id, [n.node_id for n in majority])
+    cut = time.monotonic()
+    # Right after the cut the old leader still believes it leads: the classic stale-read window.
+    # Probe it then, while the majority elects a new leader.
+    with ThreadPoolExecutor(1) as pool:
+        early_probes = pool.submit(_probe_minority, history, old, probe, 201 + 10 * round_no)
+        new = cluster.leader(timeout=10.0, among=majority)
+        elected = time.monotonic() - cut
+        early = early_probes.result(timeout=30.0)
+    after = _write_through(history, majority, probe, 203 + 10 * round_no, unknown)
+    late = _probe_minority(history, old, probe, 204 + 10 * round_no)
+    # The cut is real: the isolated node never saw the write the majority acknowledged.
+    minority_view = _stale_get(old, probe)
+    time.sleep(max(0.0, ISOLATION - (time.monotonic() - cut)))
+    net.heal()
+    cluster.wait_ready(cluster.nodes, timeout=30.0)
+    return {"old": old.node_id, "new": new.node_id, "elected": elected, "before": before,
+            "after": after, "unknown": unknown, "minority_view": minority_view,
+            "probes": early + late}
+
+
+def _scenario(net: PrivateNet, cluster: Cluster, history: History) -> dict[str, Any]:
+    rng = random.Random(23)
+    workload = Workload(history, lambda: WireSession(rng.choice(cluster.nodes).tcp, timeout=5.0),
+                        KEYS, clients=4, seed=13)
+    workload.start()
+    rounds = []
+    try:
+        for round_no in range(2):
             time.sleep(2.0)
-            old = cluster.leader(timeout=10.0)
-            majority = [n for n in cluster.nodes if n is not old]
-            net.isolate(old.node_id, [n.node_id for n in majority])
-            start = time.monotonic()
-            cluster.leader(timeout=10.0, among=majority)
-            elections.append(time.monotonic() - start)
-            _probe_isolated(history, majority, old)
-            net.heal()
-            cluster.wait_ready(cluster.nodes, timeout=20)
+            rounds.append(_isolate_leader_round(net, cluster, history, round_no))
     finally:
         net.heal()
         workload.stop()
-    for n, node in enumerate(cluster.nodes):
-        session = WireSession(node.tcp, timeout=10.0)
-        session.connect()
-        for key in [*KEYS, "probe"]:
-            assert execute_recorded(history, session, 100 + n, Kind.GET, key) is Outcome.OK
-        session.close()
-    views: list[dict[str, str | None]] = []
+    # Linearizable final reads through every node put "no acknowledged write lost" in the verdict.
+    final = {n.node_id: [_recorded(history, n, 100 + i, Kind.GET, key)
+                         for key in [*KEYS, "probe0", "probe1"]]
+             for i, n in enumerate(cluster.nodes)}
+    dumps: list[dict[str, str | None]] = []
     for _ in range(50):
-        views = []
-        for node in cluster.nodes:
-            session = WireSession(node.tcp, timeout=5.0)
-            session.connect()
-            views.append({
-                k: session.execute(Request(Op.GET, k, consistency=Consistency.STALE)).value
-                for k in [*KEYS, "probe"]
-            })
-            session.close()
-        if all(v == views[0] for v in views):
+        dumps = [_dump(n) for n in cluster.nodes]
+        if all(d == dumps[0] for d in dumps):
             break
         time.sleep(0.1)
-    return {"elections": elections, "views": views}
+    return {"rounds": rounds, "final": final, "dumps": dumps}
 
 
 @pytest.mark.slow
-def test_isolated_leader_acknowledges_nothing_and_replicas_converge(tmp_path):
+def test_isolated_leader_acknowledges_nothing_and_replicas_converge(tmp_path: Path) -> None:
     history = History()
-    with _ns_cluster(tmp_path) as (cluster, net):
-        outcome = _in_netns(net.ns["client"], lambda: _scenario(cluster, net, history))
+    with _cluster_in_namespaces(tmp_path) as (net, cluster):
+        result = net.call("client", lambda: _scenario(net, cluster, history), timeout=150.0)
         crashed = [n.node_id for n in cluster.nodes if not n.alive]
         logs = {n.node_id: n.log_path.read_text(errors="replace") for n in cluster.nodes}
-    views = outcome["views"]
-    assert all(v == views[0] for v in views), views
+    rounds, dumps = result["rounds"], result["dumps"]
+    summary = [{k: r[k] for k in ("old", "new", "elected", "probes")} for r in rounds]
+    print(f"ops {history.counts()}, rounds {summary}")
     assert not crashed, crashed
     tracebacks = [name for name, text in logs.items() if "Traceback" in text]
     assert not tracebacks, logs[tracebacks[0]][-3000:]
-    assert max(outcome["elections"]) < 3.0, outcome["elections"]
+    for r in rounds:
+        # (b) the cut-off minority neither acknowledged a write nor answered a linearizable read.
+        assert Outcome.OK not in r["probes"], r
+        assert r["minority_view"] != r["after"], f"the cut did not isolate {r['old']}: {r}"
+        assert r["elected"] < 5.0, r
+    # (c) every node answers, and every replica holds exactly the same data.
+    for node_id, outcomes in result["final"].items():
+        assert all(o is Outcome.OK for o in outcomes), (node_id, outcomes)
+    assert dumps and all(d == dumps[0] for d in dumps), dumps
+    for n, r in enumerate(rounds):
+        # Only a write of unknown outcome that landed later may replace the acknowledged one.
+        assert dumps[0].get(f"probe{n}") in {r["after"], *r["unknown"]}, (dumps[0], r)
     counts = history.counts()
-    assert counts["ok"] >= 200, counts
-    result = check(history.operations(), timeout=60.0)
-    print(f"ops {counts}, elections {outcome['elections']}, {result.describe()}")
-    if not result.ok:
+    assert counts["ok"] >= 100, counts
+    # (a) the history, minority probes and final reads included, is linearizable.
+    verdict = check(history.operations(), timeout=60.0)
+    print(verdict.describe())
+    if not verdict.ok:
         history.dump(tmp_path / "history.jsonl")
-    assert result.verdict is Verdict.OK, result.describe()
+    assert verdict.verdict is Verdict.OK, verdict.describe()
