@@ -39,36 +39,51 @@ def value_for(i: int, size: int) -> str:
     return (base * (size // len(base) + 1))[:size]
 
 
-def bench_append(folder: Path, n: int, size: int) -> dict[str, float]:
+class _Timer:
+    """Wall and CPU (user + system) time of a block, per operation, in microseconds."""
+
+    def __init__(self, ops: int) -> None:
+        self.ops = ops
+
+    def __enter__(self) -> _Timer:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = (time.perf_counter() - self.wall) / self.ops * 1e6
+        self.cpu = (time.process_time() - self.cpu) / self.ops * 1e6
+
+
+def bench_append(folder: Path, n: int, size: int) -> dict[str, tuple[float, float]]:
     out = {}
     keys = [f"key:{i:07d}" for i in range(n)]
     value = "x" * size
     for label, path in (("memory only", None), ("log, fsync=no", folder / "append.log")):
         with Store(path=path, fsync="no", background=False) as s:
             set_ = s.set
-            t = time.perf_counter()
-            for k in keys:
-                set_(k, value)
-            out[f"set() {label}"] = (time.perf_counter() - t) / n * 1e6
+            with _Timer(n) as t:
+                for k in keys:
+                    set_(k, value)
+            out[f"set() {label}"] = (t.wall, t.cpu)
     with Store(path=folder / "append2.log", fsync="always", background=False) as s:
-        t = time.perf_counter()
-        for k in keys[:500]:
-            s.set(k, value)
-        out["set() log, fsync=always"] = (time.perf_counter() - t) / 500 * 1e6
-        t = time.perf_counter()
-        with s.deferred_sync():
-            for k in keys:
+        with _Timer(500) as t:
+            for k in keys[:500]:
                 s.set(k, value)
-        s.sync()
-        out["set() fsync=always, group commit"] = (time.perf_counter() - t) / n * 1e6
+        out["set() log, fsync=always"] = (t.wall, t.cpu)
+        with _Timer(n) as t:
+            with s.deferred_sync():
+                for k in keys:
+                    s.set(k, value)
+            s.sync()
+        out["set() fsync=always, one group commit"] = (t.wall, t.cpu)
     with Store(background=False) as s:
         for k in keys:
             s.set(k, value)
         get = s.get
-        t = time.perf_counter()
-        for k in keys:
-            get(k)
-        out["get()"] = (time.perf_counter() - t) / n * 1e6
+        with _Timer(n) as t:
+            for k in keys:
+                get(k)
+        out["get()"] = (t.wall, t.cpu)
     return out
 
 
@@ -183,9 +198,10 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-store-") as d:
         folder = Path(d)
-        print(f"# append cost, {args.append_ops} ops, {args.value_size} B values")
-        for name, us in bench_append(folder, args.append_ops, args.value_size).items():
-            print(f"{name:<36} {us:8.2f} us/op")
+        print(f"# append cost, {args.append_ops} ops, {args.value_size} B values, us/op")
+        print(f"{'':<38} {'wall':>8} {'CPU':>8}")
+        for name, (wall, cpu) in bench_append(folder, args.append_ops, args.value_size).items():
+            print(f"{name:<38} {wall:8.2f} {cpu:8.2f}")
         for p in folder.iterdir():
             p.unlink()
         n, size = args.records, args.value_size
