@@ -5,7 +5,13 @@ and ``"everysec"`` that means written to the OS page cache (it survives a crash 
 not of the machine; ``everysec`` fsyncs about once a second), at ``"always"`` it means fsynced,
 except inside :meth:`Store.deferred_sync`, where the caller acknowledges only after
 :meth:`Store.sync` (group commit). A write whose record cannot be written raises
-:class:`~yakvs.errors.StorageError` and leaves memory exactly as it was.
+:class:`~yakvs.errors.StorageError` and leaves memory exactly as it was. If :meth:`Store.sync`
+fails, the writes it covered stay in memory but were never acknowledged (their outcome is
+unknown); writes are then refused until an automatic rewrite has made the log trustworthy again.
+
+Input. Keys are non-empty strings, values strings; both must be valid Unicode (no lone
+surrogates). ``ttl`` is seconds, > 0 and at most 100 years; ``expires_at`` an int of epoch ms up
+to year 9999. Anything else raises :class:`~yakvs.errors.BadRequestError` and changes nothing.
 
 Expiry. Absolute epoch milliseconds. Expired keys are invisible at once; they are removed when
 touched, by an incremental active cycle (Redis's sampling algorithm) and at replay and rewrite.
