@@ -36,6 +36,8 @@ DEFAULT_KEYS_LIMIT = 1000
 _WRITES = frozenset({Op.SET, Op.DELETE})
 _INTERNAL = error_reply(UnavailableError("Internal error"))
 _NOT_FOUND_LINE = encode_reply(NOT_FOUND_OR_EXPIRED)
+# Module constants: looking a member up on the enum class costs ~70 ns each time.
+_SET, _GET = Op.SET, Op.GET
 
 
 class LocalBackend(Backend):
@@ -112,10 +114,10 @@ class LocalBackend(Backend):
         for request in requests:
             op = request.op
             try:
-                if op is Op.SET:
+                if op is _SET:
                     store.set(request.key, request.value, expires_at=request.expires_at)
                     append(OK_LINE)
-                elif op is Op.GET:
+                elif op is _GET:
                     found = store.get(request.key)
                     if found is None:
                         append(_NOT_FOUND_LINE)

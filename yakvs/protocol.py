@@ -126,6 +126,8 @@ PONG = Reply(value="PONG")
 OK_LINE = b'{"status":"success"}\n'
 
 _OPS: dict[str, Op] = {op.value: op for op in Op}
+# Module constants: looking a member up on the enum class costs ~70 ns each time.
+_SET, _KEYS = Op.SET, Op.KEYS
 _KEYED = frozenset({Op.SET, Op.GET, Op.DELETE, Op.TTL, Op.EXISTS})
 _CONSISTENCY: dict[str, Consistency] = {c.value: c for c in Consistency}
 # Any request line is a JSON object, so a first line starting with an HTTP method is a browser,
@@ -157,6 +159,11 @@ class LineBuffer:
         """Add ``data``; return the complete lines (without their newline) in order."""
         if self.overflowed:
             return []
+        if not self._parts and data[-1:] == b"\n" and len(data) <= self._max:
+            # The common case (whole requests per read): no line can be over the limit.
+            lines = data.split(b"\n")
+            lines.pop()
+            return lines
         if b"\n" not in data:
             self._size += len(data)
             if self._size > self._max:
@@ -228,7 +235,7 @@ def request_from_dict(obj: dict[str, Any], now_ms: int | None = None) -> Request
         raise _bad("key must be a string")
     if not key and op in _KEYED:
         raise BadRequestError(MSG_KEY_REQUIRED)
-    if op is Op.SET:
+    if op is _SET:
         value = obj.get("value", "")
         if type(value) is not str:
             raise _bad("value must be a string")
@@ -247,7 +254,7 @@ def request_from_dict(obj: dict[str, Any], now_ms: int | None = None) -> Request
         consistency = _CONSISTENCY.get(consistency) if type(consistency) is str else None
         if consistency is None:
             raise _bad("consistency must be 'linearizable' or 'stale'")
-    if op is Op.KEYS:
+    if op is _KEYS:
         prefix = obj.get("prefix", "")
         limit = obj.get("limit", 0)
         if type(prefix) is not str:
