@@ -104,3 +104,28 @@ def test_original_single_dash_spellings(tmp_path):
     finally:
         proc.kill()
         proc.wait(5)
+
+
+def test_repair_log_flag(tmp_path):
+    from yakvs.testing.server import spawn_server
+
+    log = tmp_path / "kvs.log"
+    with spawn_server(log, fsync="always") as srv:
+        w = Wire(srv.addr)
+        for i in range(20):
+            assert w.call({"op": "SET", "key": f"k{i}", "value": "v" * 50})["status"] == "success"
+        w.close()
+        assert srv.terminate() == 0
+    data = bytearray(log.read_bytes())
+    middle = len(data) // 2
+    data[middle] ^= 0xFF  # one flipped byte in a record in the middle of the log
+    log.write_bytes(bytes(data))
+    result = _run("--addr", "127.0.0.1:0", "--log", str(log))
+    assert result.returncode == EXIT_UNAVAILABLE, result.stderr
+    assert "cannot start" in result.stderr and "Traceback" not in result.stderr
+    with spawn_server(log, repair_log=True) as srv:
+        w = Wire(srv.addr)
+        info = w.call({"op": "STATUS"})["info"]
+        assert 0 < info["keys"] < 20  # the good prefix survived, the rest was moved aside
+        assert w.call({"op": "GET", "key": "k0"})["value"] == "v" * 50
+        w.close()
