@@ -4,6 +4,7 @@ and the Go original client's exact bytes."""
 from __future__ import annotations
 
 import resource
+import signal
 import socket
 import threading
 import time
@@ -71,6 +72,20 @@ def test_sigterm_drains_and_exits_zero(tmp_path):
         w = Wire(srv.addr)
         assert w.call({"op": "GET", "key": "t1999"})["value"] == "v"
         assert w.call({"op": "STATUS"})["info"]["keys"] == 2000
+        w.close()
+
+
+def test_sigint_exits_zero_and_keeps_writes(tmp_path):
+    with spawn_server(tmp_path, fsync="everysec") as srv:
+        w = Wire(srv.addr)
+        assert w.call({"op": "SET", "key": "a", "value": "1"})["status"] == "success"
+        srv.proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert srv.proc.wait(15) == 0
+        assert "SIGINT received" in srv.stderr()
+        w.close()
+        srv.start()
+        w = Wire(srv.addr)
+        assert w.call({"op": "GET", "key": "a"})["value"] == "1"
         w.close()
 
 
