@@ -13,19 +13,27 @@ from __future__ import annotations
 
 import contextlib
 import random
+import socket
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from yakvs.protocol import Consistency, Op, Request
+from yakvs.protocol import Consistency, Op, Reply, Request
 from yakvs.testing.cluster import Cluster, NodeProc
 from yakvs.testing.history import History, Kind, Outcome, WireSession, Workload, execute_recorded
 from yakvs.testing.linearizability import Verdict, check
-from yakvs.testing.netns import PrivateNet, ns_cluster, unavailable_reason
+from yakvs.testing.netns import (
+    PREFIX,
+    PrivateNet,
+    cleanup_leftovers,
+    ns_cluster,
+    unavailable_reason,
+)
 
 _WHY_NOT = unavailable_reason()
 pytestmark = [
@@ -141,29 +149,20 @@ def _isolate_leader_round(net: PrivateNet, cluster: Cluster, history: History,
     # The cut is real: the isolated node never saw the write the majority acknowledged.
     minority_view = _stale_get(old, probe)
     time.sleep(max(0.0, ISOLATION - (time.monotonic() - cut)))
+    healed = time.monotonic()
     net.heal()
     cluster.wait_ready(cluster.nodes, timeout=30.0)
     return {"old": old.node_id, "new": new.node_id, "elected": elected, "before": before,
+            "window": (cut, healed),
             "after": after, "unknown": unknown, "minority_view": minority_view,
             "probes": early + late}
 
 
-def _scenario(net: PrivateNet, cluster: Cluster, history: History) -> dict[str, Any]:
-    rng = random.Random(23)
-    workload = Workload(history, lambda: WireSession(rng.choice(cluster.nodes).tcp, timeout=5.0),
-                        KEYS, clients=4, seed=13)
-    workload.start()
-    rounds = []
-    try:
-        for round_no in range(2):
-            time.sleep(2.0)
-            rounds.append(_isolate_leader_round(net, cluster, history, round_no))
-    finally:
-        net.heal()
-        workload.stop()
-    # Linearizable final reads through every node put "no acknowledged write lost" in the verdict.
-    final = {n.node_id: [_recorded(history, n, 100 + i, Kind.GET, key)
-                         for key in [*KEYS, "probe0", "probe1"]]
+def _converged(cluster: Cluster, history: History, keys: list[str]) -> dict[str, Any]:
+    """After the heal: linearizable reads of every key through every node (recorded, so "no
+    acknowledged write lost" is part of the checker's verdict) and each node's full local dump,
+    polled until all agree (bounded)."""
+    final = {n.node_id: [_recorded(history, n, 100 + i, Kind.GET, key) for key in keys]
              for i, n in enumerate(cluster.nodes)}
     dumps: list[dict[str, str | None]] = []
     for _ in range(50):
@@ -171,39 +170,223 @@ def _scenario(net: PrivateNet, cluster: Cluster, history: History) -> dict[str, 
         if all(d == dumps[0] for d in dumps):
             break
         time.sleep(0.1)
-    return {"rounds": rounds, "final": final, "dumps": dumps}
+    return {"final": final, "dumps": dumps}
+
+
+class _TaggedSession:
+    """A WireSession that notes, per request, the node, when it was sent and whether the node
+    answered it: the workload's own traffic then shows whether a cut-off node served."""
+
+    def __init__(self, node: NodeProc, served: list[tuple[str, float, bool]]) -> None:
+        self._inner = WireSession(node.tcp, timeout=REQUEST_TIMEOUT + 3.0)
+        self._node_id = node.node_id
+        self._served = served
+
+    def connect(self) -> None:
+        self._inner.connect()
+
+    def execute(self, request: Request) -> Reply:
+        sent = time.monotonic()
+        try:
+            reply = self._inner.execute(request)
+        except BaseException:
+            self._served.append((self._node_id, sent, False))
+            raise
+        # NOT_FOUND is an answer too: an absent key read (or deleted) linearizably.
+        self._served.append((self._node_id, sent, reply.ok or reply.code == "NOT_FOUND"))
+        return reply
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _under_load(cluster: Cluster, history: History, nemesis: Callable[[], Any],
+                served: list[tuple[str, float, bool]] | None = None) -> Any:
+    """Run ``nemesis()`` while 4 clients hit random nodes (the cut-off ones included)."""
+    rng = random.Random(23)
+    answers = served if served is not None else []
+    workload = Workload(history, lambda: _TaggedSession(rng.choice(cluster.nodes), answers),
+                        KEYS, clients=4, seed=13)
+    workload.start()
+    try:
+        return nemesis()
+    finally:
+        workload.stop()
+
+
+def _check_run(cluster: Cluster, history: History, after: dict[str, Any],
+               tmp_path: Path) -> None:
+    """What every partition run must show: no crash, no traceback, every node answering,
+    identical replicas, a linearizable history."""
+    crashed = [n.node_id for n in cluster.nodes if not n.alive]
+    assert not crashed, crashed
+    logs = {n.node_id: n.log_path.read_text(errors="replace") for n in cluster.nodes}
+    tracebacks = [name for name, text in logs.items() if "Traceback" in text]
+    assert not tracebacks, logs[tracebacks[0]][-3000:]
+    for node_id, outcomes in after["final"].items():
+        assert all(o is Outcome.OK for o in outcomes), (node_id, outcomes)
+    dumps = after["dumps"]
+    assert dumps and dumps[0] and all(d == dumps[0] for d in dumps), dumps
+    counts = history.counts()
+    assert counts["ok"] >= 100, counts
+    verdict = check(history.operations(), timeout=60.0)
+    print(f"ops {counts}: {verdict.describe()}")
+    if not verdict.ok:
+        history.dump(tmp_path / "history.jsonl")
+    assert verdict.verdict is Verdict.OK, verdict.describe()
 
 
 @pytest.mark.slow
 def test_isolated_leader_acknowledges_nothing_and_replicas_converge(tmp_path: Path) -> None:
     history = History()
+    probes = ["probe0", "probe1"]
+    served: list[tuple[str, float, bool]] = []
     with _cluster_in_namespaces(tmp_path) as (net, cluster):
-        result = net.call("client", lambda: _scenario(net, cluster, history), timeout=150.0)
-        crashed = [n.node_id for n in cluster.nodes if not n.alive]
-        logs = {n.node_id: n.log_path.read_text(errors="replace") for n in cluster.nodes}
-    rounds, dumps = result["rounds"], result["dumps"]
-    summary = [{k: r[k] for k in ("old", "new", "elected", "probes")} for r in rounds]
-    print(f"ops {history.counts()}, rounds {summary}")
-    assert not crashed, crashed
-    tracebacks = [name for name, text in logs.items() if "Traceback" in text]
-    assert not tracebacks, logs[tracebacks[0]][-3000:]
-    for r in rounds:
-        # (b) the cut-off minority neither acknowledged a write nor answered a linearizable read.
-        assert Outcome.OK not in r["probes"], r
-        assert r["minority_view"] != r["after"], f"the cut did not isolate {r['old']}: {r}"
-        assert r["elected"] < 5.0, r
-    # (c) every node answers, and every replica holds exactly the same data.
-    for node_id, outcomes in result["final"].items():
-        assert all(o is Outcome.OK for o in outcomes), (node_id, outcomes)
-    assert dumps and all(d == dumps[0] for d in dumps), dumps
-    for n, r in enumerate(rounds):
-        # Only a write of unknown outcome that landed later may replace the acknowledged one.
-        assert dumps[0].get(f"probe{n}") in {r["after"], *r["unknown"]}, (dumps[0], r)
-    counts = history.counts()
-    assert counts["ok"] >= 100, counts
-    # (a) the history, minority probes and final reads included, is linearizable.
-    verdict = check(history.operations(), timeout=60.0)
-    print(verdict.describe())
-    if not verdict.ok:
-        history.dump(tmp_path / "history.jsonl")
-    assert verdict.verdict is Verdict.OK, verdict.describe()
+
+        def scenario() -> dict[str, Any]:
+            def rounds() -> list[dict[str, Any]]:
+                done = []
+                for round_no in range(2):
+                    time.sleep(2.0)
+                    done.append(_isolate_leader_round(net, cluster, history, round_no))
+                return done
+
+            done = _under_load(cluster, history, rounds, served)
+            return {"rounds": done, **_converged(cluster, history, [*KEYS, *probes])}
+
+        after = net.call("client", scenario, timeout=150.0)
+        rounds = after["rounds"]
+        print([{k: r[k] for k in ("old", "new", "elected", "probes")} for r in rounds])
+        for r in rounds:
+            # (b) the cut-off minority neither acknowledged a write nor answered a linearizable
+            # read, and the cut was real: it never saw the write the majority acknowledged.
+            assert Outcome.OK not in r["probes"], r
+            assert r["minority_view"] != r["after"], f"the cut did not isolate {r['old']}: {r}"
+            assert r["elected"] < 5.0, r
+            # Nor did it answer any of the workload's requests sent while it was cut off (every
+            # workload read is linearizable, every write needs a quorum).
+            start, end = r["window"]
+            sent = [(t - start, ok) for node, t, ok in served
+                    if node == r["old"] and start <= t < end]
+            answered = [t for t, ok in sent if ok]
+            assert not answered, f"{r['old']} answered requests while cut off, at {answered[:5]}"
+            assert len(sent) >= 3, f"too few workload requests reached {r['old']} to tell: {sent}"
+        # (c) the acknowledged probe writes are on every (identical) replica; only a write of
+        # unknown outcome that landed later may have replaced one.
+        for key, r in zip(probes, rounds, strict=True):
+            assert after["dumps"][0].get(key) in {r["after"], *r["unknown"]}, (after["dumps"], r)
+        # (a) and the rest: no crash, identical replicas, a linearizable history.
+        _check_run(cluster, history, after, tmp_path)
+
+
+@pytest.mark.slow
+def test_partial_one_way_cut_and_packet_loss_stay_linearizable(tmp_path: Path) -> None:
+    """A non-transitive partition (the leader cannot send to one follower, both still reach the
+    third node), then 15% loss on every link: Raft must keep one history through both."""
+    history = History()
+    with _cluster_in_namespaces(tmp_path) as (net, cluster):
+
+        def nemesis() -> list[str]:
+            seen = []
+            time.sleep(1.5)
+            lead = cluster.leader(timeout=10.0)
+            victim = next(n for n in cluster.nodes if n is not lead)
+            net.cut(lead.node_id, victim.node_id)
+            seen.append(f"{lead.node_id}-/->{victim.node_id}")
+            time.sleep(6.0)
+            net.heal()
+            for node in NODES:
+                net.lossy(node, 0.15, [n for n in NODES if n != node])
+            seen.append("loss 0.15")
+            time.sleep(6.0)
+            net.heal()
+            cluster.wait_ready(cluster.nodes, timeout=30.0)
+            return seen
+
+        def scenario() -> dict[str, Any]:
+            seen = _under_load(cluster, history, nemesis)
+            return {"nemesis": seen, **_converged(cluster, history, KEYS)}
+
+        after = net.call("client", scenario, timeout=120.0)
+        print(after["nemesis"])
+        _check_run(cluster, history, after, tmp_path)
+
+
+def test_private_net_cuts_heals_and_leaves_nothing_behind() -> None:
+    """The helper itself: addresses only inside its namespaces, cuts that cut (one way when
+    asked), loss, heal, and a teardown that removes everything, dead runs' leftovers included."""
+    with PrivateNet(["a", "b", "c"], subnet="10.77.9") as net, _Inboxes() as inbox:
+        names = [*net.ns.values(), net.hub]
+        root_addrs = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True,
+                                    check=True).stdout
+        assert "10.77.9." not in root_addrs
+
+        def arrives(src: str, dst: str) -> bool:
+            port = net.call(dst, lambda: inbox.open(net.ip[dst]))
+            return net.call(src, lambda: inbox.delivered(net.ip[dst], port))
+
+        assert arrives("a", "b") and arrives("b", "a")
+        net.cut("a", "b")
+        assert not arrives("a", "b")
+        assert arrives("b", "a"), "the cut was not one-way"
+        assert arrives("c", "b") and arrives("a", "c")
+        net.heal()
+        assert net.rules("a") == [] and net.rules("b") == []
+        assert arrives("a", "b")
+        net.lossy("b", 1.0, ["a"])
+        assert not arrives("a", "b") and arrives("c", "b")
+    assert not set(names) & set(_netns_names())
+    stale = f"{PREFIX}{_dead_pid()}-0-x"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    try:
+        assert stale in cleanup_leftovers()
+    finally:
+        subprocess.run(["ip", "netns", "del", stale], capture_output=True)
+    assert stale not in _netns_names()
+
+
+def _netns_names() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+class _Inboxes:
+    """UDP sockets that only receive: a datagram arriving proves one direction, whatever
+    happens to the way back (TCP could not tell a one-way cut from a two-way one)."""
+
+    def __init__(self) -> None:
+        self._socks: list[socket.socket] = []
+
+    def open(self, ip: str) -> int:
+        # Opened by a thread inside the receiving namespace, so the socket lives there.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((ip, 0))
+        sock.settimeout(0.3)
+        self._socks.append(sock)
+        return int(sock.getsockname()[1])
+
+    def delivered(self, ip: str, port: int) -> bool:
+        inbox = next(s for s in self._socks if s.getsockname() == (ip, port))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            for n in range(3):
+                # An OUTPUT DROP rule in the sender's namespace fails the send with EPERM.
+                with contextlib.suppress(PermissionError):
+                    out.sendto(f"ping{n}".encode(), (ip, port))
+        try:
+            return inbox.recv(64).startswith(b"ping")
+        except TimeoutError:
+            return False
+
+    def __enter__(self) -> _Inboxes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # A socket keeps its namespace alive after `ip netns del`: close them all.
+        for sock in self._socks:
+            sock.close()
