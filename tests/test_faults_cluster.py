@@ -75,12 +75,12 @@ def test_leader_kill9_and_pause_under_load_is_linearizable(tmp_path):
             history, lambda: _random_node_session(cluster, rng), KEYS, clients=4, seed=5
         )
         workload.start()
-        deadline = time.monotonic() + 24.0
+        deadline = time.monotonic() + 90.0  # a guard only: five rounds take about 25 s
         try:
-            while time.monotonic() < deadline:
+            for nemesis in (_kill_leader, _pause_leader) * 2 + (_kill_leader,):
                 time.sleep(rng.uniform(2.5, 4.0))
-                nemesis = _kill_leader if len(elections) % 2 == 0 else _pause_leader
                 elections.append(nemesis(cluster))
+                assert time.monotonic() < deadline, f"rounds too slow: {elections}"
         finally:
             workload.stop()
         # Linearizable final reads through every node: each must agree with a possible state.
@@ -104,7 +104,6 @@ def test_leader_kill9_and_pause_under_load_is_linearizable(tmp_path):
     tracebacks = [name for name, text in logs.items() if "Traceback" in text]
     assert not tracebacks, logs[tracebacks[0]][-3000:]
     counts = history.counts()
-    assert len(elections) >= 5
     assert max(elections) < 3.0, elections
     assert counts["ok"] >= 200, counts
     result = check(history.operations(), timeout=60.0)

@@ -57,22 +57,22 @@ def test_kill9_every_two_seconds_loses_no_acknowledged_write(tmp_path):
         )
         workload.start()
         rng = random.Random(2)
-        deadline = time.monotonic() + 30.0
+        deadline = time.monotonic() + 90.0  # a guard only: 12 rounds take about 32 s
         try:
-            while time.monotonic() < deadline:
+            for _ in range(12):
                 time.sleep(rng.uniform(1.5, 2.5))
                 server.kill()
                 kills += 1
                 # Sometimes restart at once, sometimes let clients hit a closed port.
                 time.sleep(rng.choice((0.0, 0.2)))
                 server.start()
+                assert time.monotonic() < deadline, f"restarts too slow: {kills} kills"
         finally:
             workload.stop()
         final_reads(history, server.addr, KEYS)
         tracebacks = server_tracebacks(server)
     counts = history.counts()
-    assert kills >= 12
-    # Enough acknowledged traffic that the verdict means something (about 1-2k ops in practice).
+    # Enough acknowledged traffic that the verdict means something (tens of thousands in practice).
     assert counts["ok"] >= 300, counts
     assert not tracebacks, tracebacks[0]
     assert_linearizable(history, tmp_path)
