@@ -75,9 +75,9 @@ def test_leader_kill9_and_pause_under_load_is_linearizable(tmp_path):
             history, lambda: _random_node_session(cluster, rng), KEYS, clients=4, seed=5
         )
         workload.start()
-        deadline = time.monotonic() + 90.0  # a guard only: five rounds take about 25 s
+        deadline = time.monotonic() + 90.0  # a guard only: four rounds take about 20 s
         try:
-            for nemesis in (_kill_leader, _pause_leader) * 2 + (_kill_leader,):
+            for nemesis in (_kill_leader, _pause_leader) * 2:
                 time.sleep(rng.uniform(2.5, 4.0))
                 elections.append(nemesis(cluster))
                 assert time.monotonic() < deadline, f"rounds too slow: {elections}"
