@@ -45,6 +45,13 @@ class RaftBackend(Backend):
         self.node = node
 
     async def execute(self, requests: Sequence[Request]) -> list[Reply]:
+        if len(requests) == 1:
+            # The common case (no pipelining): skip the run bookkeeping.
+            req = requests[0]
+            kind = self._kind(req)
+            if kind == "write":
+                return await self._writes(requests)
+            return await self._reads(requests, barrier=kind == "read")
         replies: list[Reply] = []
         i = 0
         # Runs of writes go out together, runs of reads share one barrier; order is kept
@@ -107,7 +114,8 @@ class RaftBackend(Backend):
                 replies.append(slot)
                 continue
             try:
-                result = await asyncio.shield(slot)
+                # Not shielded: a future of our own; the batcher skips it if cancelled.
+                result = await slot
             except YakvsError as exc:
                 replies.append(_error(exc))
                 continue

@@ -128,7 +128,8 @@ class RaftNode:
             )
         except Exception as exc:
             self._poller.close()
-            raise StartupError(f"cannot bind raft address {cfg.raft}: {exc}") from exc
+            # Mostly a port in use, but also an unreadable journal: name the exception.
+            raise StartupError(f"cannot start raft on {cfg.raft}: {exc!r}") from exc
         self._ticker.start()
         self._tasks.append(asyncio.ensure_future(self._housekeeping()))
         logger.info("raft node %s on %s, peers %s", cfg.node_id, cfg.raft, peers)
@@ -214,12 +215,12 @@ class RaftNode:
                 continue
             self._expiring.add(key)
             fut = self.writes.submit(("expire", key, expiry))
-            fut.add_done_callback(lambda f, k=key: self._expire_done(f, k))
+            fut.add_done_callback(lambda f, k=key, e=expiry: self._expire_done(f, k, e))
 
-    def _expire_done(self, fut: asyncio.Future[Any], key: str) -> None:
+    def _expire_done(self, fut: asyncio.Future[Any], key: str, expiry: int) -> None:
         self._expiring.discard(key)
-        if not fut.cancelled():
-            fut.exception()  # retrieved: a failed expiry is simply proposed again later
+        if fut.cancelled() or fut.exception() is not None:
+            self.state.requeue(key, expiry)  # proposed again on a later round
 
     # -- embedding API: the original's Raft operations --------------------------------------
 

@@ -8,8 +8,8 @@ that received the request and travel inside the command.
 
 from __future__ import annotations
 
+import heapq
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from pysyncobj import SyncObjConsumer, replicated
@@ -27,9 +27,10 @@ class KVState(SyncObjConsumer):
     """Keys, values, absolute expiries (epoch ms) and the member registry, replicated by Raft."""
 
     def __init__(self) -> None:
-        # Set before SyncObjConsumer.__init__ so pysyncobj leaves it out of snapshots: it is a
-        # local cursor of the expiry scan, not replicated state.
-        self._scan_iter: Iterator[tuple[str, int]] | None = None
+        # Set before SyncObjConsumer.__init__ so pysyncobj leaves it out of snapshots: a local
+        # index of expiries (min-heap of (expiry_ms, key), stale entries skipped when popped)
+        # so the leader finds expired keys without scanning the keyspace.
+        self._expiry_heap: list[tuple[int, str]] = []
         super().__init__()
         self._values: dict[str, str] = {}
         self._expiry: dict[str, int] = {}
@@ -83,6 +84,7 @@ class KVState(SyncObjConsumer):
                 self._expiry.pop(key, None)
             else:
                 self._expiry[key] = expiry_ms
+                self._index_expiry(key, expiry_ms)
             return True
         if kind == "del":
             _, key, now_ms = cmd
@@ -140,22 +142,33 @@ class KVState(SyncObjConsumer):
             "members": self.members(),
         }
 
+    def _index_expiry(self, key: str, expiry_ms: int) -> None:
+        heap = self._expiry_heap
+        heapq.heappush(heap, (expiry_ms, key))
+        if len(heap) > 2 * len(self._expiry) + 10_000:
+            # Mostly stale entries (keys refreshed or deleted): rebuild, amortised O(1).
+            self._rebuild_index()
+
+    def _rebuild_index(self) -> None:
+        self._expiry_heap = [(exp, key) for key, exp in self._expiry.items()]
+        heapq.heapify(self._expiry_heap)
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        # A snapshot was loaded (restart or catch-up): the local index must follow it.
+        super()._deserialize(data)
+        self._rebuild_index()
+
     def expired_sample(self, now_ms: int, budget: int) -> list[tuple[str, int]]:
-        """Up to ``budget`` expiry entries examined per call, resuming where the last call
-        stopped, so a huge keyspace never stalls the loop; returns the expired ones."""
+        """Up to ``budget`` keys expired at ``now_ms``, earliest first, taken off the index.
+        A caller whose removal fails hands them back with :meth:`requeue`."""
         found: list[tuple[str, int]] = []
-        examined = 0
-        while examined < budget:
-            if self._scan_iter is None:
-                self._scan_iter = iter(list(self._expiry.items())) if self._expiry else None
-                if self._scan_iter is None:
-                    break
-            try:
-                key, expiry = next(self._scan_iter)
-            except StopIteration:
-                self._scan_iter = None
-                break
-            examined += 1
-            if expiry <= now_ms and self._expiry.get(key) == expiry:
+        heap = self._expiry_heap
+        while heap and len(found) < budget and heap[0][0] <= now_ms:
+            expiry, key = heapq.heappop(heap)
+            if self._expiry.get(key) == expiry:
                 found.append((key, expiry))
         return found
+
+    def requeue(self, key: str, expiry_ms: int) -> None:
+        if self._expiry.get(key) == expiry_ms:
+            heapq.heappush(self._expiry_heap, (expiry_ms, key))
