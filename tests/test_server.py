@@ -308,3 +308,21 @@ def test_group_commit_shares_fsyncs(tmp_path):
         assert info["store"]["log_synced_bytes"] == info["store"]["log_bytes"]
         for w in wires:
             w.close()
+
+
+def test_local_backend_pins_relative_ttl_of_bare_requests(tmp_path):
+    # Requests built in Python (not decoded by the server) carry only expires_in.
+    from yakvs.local import open_local_backend
+    from yakvs.protocol import Op, Request
+
+    backend = open_local_backend(str(tmp_path / "kvs.log"), "no")
+    try:
+        ttl = 30_000_000_000
+        out = backend.try_execute_encoded([Request(Op.SET, "a", "1", ttl), Request(Op.GET, "a")])
+        lines = [orjson.loads(x) for x in out.splitlines()]
+        assert lines[0] == {"status": "success"}
+        assert 29_000_000_000 < lines[1]["ttl"] <= ttl
+        replies = backend.run([Request(Op.SET, "b", "2", ttl), Request(Op.TTL, "b")])
+        assert 29_000_000_000 < replies[1].ttl <= ttl
+    finally:
+        backend.store.close()

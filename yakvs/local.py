@@ -115,7 +115,10 @@ class LocalBackend(Backend):
             op = request.op
             try:
                 if op is _SET:
-                    store.set(request.key, request.value, expires_at=request.expires_at)
+                    if request.expires_at is None and request.expires_in:
+                        self._set(request)  # not decoded by the server: pin the expiry now
+                    else:
+                        store.set(request.key, request.value, expires_at=request.expires_at)
                     append(OK_LINE)
                 elif op is _GET:
                     found = store.get(request.key)
