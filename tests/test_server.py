@@ -326,3 +326,25 @@ def test_local_backend_pins_relative_ttl_of_bare_requests(tmp_path):
         assert 29_000_000_000 < replies[1].ttl <= ttl
     finally:
         backend.store.close()
+
+
+def test_shutdown_drains_in_flight_batches(tmp_path):
+    n = 3000
+    with run_server(tmp_path, fsync="always") as srv:
+        w = Wire(srv.addr)
+        w.send(b"".join(orjson.dumps(_set(f"d{i}", "v")) + b"\n" for i in range(n)))
+        assert w.reply() == {"status": "success"}  # batches are in flight now
+        srv.server.request_exit()
+        answered = 1
+        try:
+            while answered < n:
+                assert w.reply() == {"status": "success"}  # never "store is closed"
+                answered += 1
+        except ConnectionError:
+            pass  # what was not read before the shutdown began is not answered
+        w.close()
+    with run_server(tmp_path) as srv:
+        w = Wire(srv.addr)
+        assert w.call({"op": "STATUS"})["info"]["keys"] >= answered
+        assert w.call({"op": "GET", "key": f"d{answered - 1}"})["value"] == "v"
+        w.close()

@@ -269,6 +269,11 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def stop_reading(self) -> None:
+        """Shutdown: answer what was already received, read nothing more."""
+        self._closing = True
+        self._update_reading()
+
     @property
     def busy(self) -> bool:
         """True while a batch is being executed or waits to be."""

@@ -112,8 +112,8 @@ class Server:
                 keys_limit=self.config.keys_limit,
                 tick_interval=self.config.tick_interval,
             )
-        await self._backend.start()
         try:
+            await self._backend.start()
             self._server = await loop.create_server(
                 lambda: Connection(self),
                 self.config.host,
@@ -121,7 +121,7 @@ class Server:
                 backlog=self.config.backlog,
                 reuse_address=True,
             )
-        except BaseException:
+        except BaseException:  # nothing is served: release the log before reporting
             await self._backend.close()
             raise
         self.port = self._server.sockets[0].getsockname()[1]
@@ -145,6 +145,8 @@ class Server:
         logger.info("shutting down")
         if self._server is not None:
             self._server.close()
+        for conn in list(self.connections):
+            conn.stop_reading()  # a chatty client must not keep the drain going
         await self._drain()
         for conn in list(self.connections):
             if conn.transport is not None:
