@@ -294,3 +294,20 @@ def test_generated_histories_of_thousands_of_ops_check_fast():
     assert result.verdict is Verdict.OK, result.describe()
     # The budget in the brief is 1 s; leave headroom for a loaded 2-core CI machine.
     assert elapsed < 3.0, f"{elapsed:.2f} s"
+
+
+def test_undecided_full_pass_still_reports_the_quick_pass_dead_end():
+    # A "deleted" DELETE forces the second, full pass; a dozen open unknown writes make it
+    # exponential, so a small budget runs out there -- but the first pass found the stale read.
+    h = _H()
+    h.set("a", 0, 1)
+    h.delete(2, 3, found=True)
+    for i in range(12):
+        h.set(f"u{i}", 4 + i, outcome=Outcome.UNKNOWN)
+    h.set("b", 20, 21)
+    h.get("a", 22, 23)
+    result = check_key("k", h.ops, max_steps=2000)
+    assert result.verdict is Verdict.UNDECIDED, result.message
+    assert "budget" in result.message
+    assert "GET 'k' -> 'a'" in result.message
+    assert check_key("k", h.ops).verdict is Verdict.ILLEGAL

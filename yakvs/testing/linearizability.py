@@ -282,11 +282,18 @@ def check_key(
         if verdict is Verdict.OK:
             return KeyResult(key, verdict, len(prepared), total_steps)
         if verdict is Verdict.UNDECIDED:
-            return KeyResult(
-                key, verdict, len(prepared), total_steps,
+            message = (
                 f"search budget exhausted after {total_steps} steps; furthest point placed "
-                f"{best.placed} of {len(prepared)} ops",
+                f"{best.placed} of {len(prepared)} ops"
             )
+            if result is not None:
+                # The quick pass's dead end is still the best lead for a human.
+                message += (
+                    "\nwith unread unknown writes left out it was not linearizable:\n"
+                    + result.message
+                )
+            return KeyResult(key, verdict, len(prepared), total_steps, message,
+                             result.stuck if result else ())
         message, stuck = _explain(prepared, best)
         result = KeyResult(key, verdict, len(prepared), total_steps, message, stuck)
     assert result is not None
