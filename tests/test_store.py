@@ -299,15 +299,32 @@ def test_concurrent_writers_readers_and_compaction(log_path):
             except BaseException as exc:
                 errors.append(exc)
 
+        stop = threading.Event()
+
+        def syncer() -> None:
+            # As the server's fsync worker does, while rewrites swap the file underneath.
+            try:
+                while not stop.is_set():
+                    s.sync()
+                    time.sleep(0.001)
+            except BaseException as exc:
+                errors.append(exc)
+
         threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
-        for t in threads:
+        sync_thread = threading.Thread(target=syncer)
+        for t in [*threads, sync_thread]:
             t.start()
         for _ in range(3):
             s.compact()
             s.sync()
         for t in threads:
             t.join(timeout=60)
+        stop.set()
+        sync_thread.join(timeout=60)
         assert not errors
+        assert s.stats["rewrites"] == 3
+        s.sync()
+        assert s.stats["log_synced_bytes"] == s.stats["log_bytes"]
         expected = sorted((k, v) for k, v, _ in s.items())
     with reopen(log_path) as s:
         assert sorted((k, v) for k, v, _ in s.items()) == expected

@@ -222,6 +222,15 @@ def test_empty_or_torn_header_starts_a_new_log(tmp_path, content):
         assert state(s) == [("a", "1", None)]
 
 
+def test_log_corrupt_error_has_a_wire_code():
+    from yakvs.errors import error_from_code
+
+    err = error_from_code("LOG_CORRUPT", "bad")
+    assert isinstance(err, LogCorruptError)
+    assert err.code == "LOG_CORRUPT"
+    assert err.offset is None
+
+
 def test_unwritable_log_location_is_a_storage_error(tmp_path):
     with pytest.raises(StorageError):
         reopen(tmp_path / "missing-dir" / "kv.log")
