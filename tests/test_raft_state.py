@@ -132,3 +132,19 @@ def test_embedding_api_two_nodes_in_one_loop(tmp_path):
             await a.close()
 
     asyncio.run(main())
+
+
+def test_aead_encryptor_authenticates_and_never_repeats_a_nonce():
+    from yakvs.raft.crypto import AeadEncryptor, InvalidToken
+
+    a, b = AeadEncryptor("secret"), AeadEncryptor("secret")
+    tokens = [a.encrypt_at_time(b"message", 7) for _ in range(3)]
+    assert len({t[8:32] for t in tokens}) == 3  # salt + counter differ per token
+    assert all(b.extract_timestamp(t) == 7 and b.decrypt(t) == b"message" for t in tokens)
+    tampered = bytearray(tokens[0])
+    tampered[3] ^= 1  # the timestamp is authenticated too
+    for bad in (bytes(tampered), tokens[0][:-1], b"short"):
+        with pytest.raises(InvalidToken):
+            b.decrypt(bad)
+    with pytest.raises(InvalidToken):
+        AeadEncryptor("other").decrypt(tokens[1])

@@ -77,16 +77,19 @@ class AsyncioPoller(Poller):
             self.unsubscribe(descr)
 
 
-def make_transport_class(poller: AsyncioPoller) -> type[TCPTransport]:
-    """A TCPTransport that swaps in ``poller`` before it creates any socket.
+def make_transport_class(poller: AsyncioPoller, encryptor: Any = None) -> type[TCPTransport]:
+    """A TCPTransport that swaps in ``poller`` (and ``encryptor``) before any socket exists.
 
-    SyncObj builds its own poller before the transport; the transport is the first thing that
-    subscribes, so replacing ``syncObj._poller`` here catches every socket.
+    SyncObj builds its own poller and encryptor before the transport; the transport is the
+    first thing that subscribes or encrypts, so replacing them here covers every connection.
+    Both are private attributes of pysyncobj 0.3.x (checked by the tests).
     """
 
     class _LoopTransport(TCPTransport):
         def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
             syncObj._poller = poller
+            if encryptor is not None:
+                syncObj._SyncObj__encryptor = encryptor
             super().__init__(syncObj, selfNode, otherNodes)
 
     return _LoopTransport

@@ -19,6 +19,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 from yakvs.errors import NoLeaderError, UnavailableError, UnknownOutcomeError, YakvsError
 from yakvs.raft.batch import Barrier, WriteBatcher
 from yakvs.raft.config import RaftConfig
+from yakvs.raft.crypto import AeadEncryptor
 from yakvs.raft.loop import AsyncioPoller, Ticker, make_transport_class
 from yakvs.raft.state import KVState
 
@@ -105,7 +106,9 @@ class RaftNode:
             # Bind exactly the raft address: pysyncobj would otherwise bind 0.0.0.0.
             bindAddress=cfg.raft,
             maxBindRetries=1,
-            password=cfg.secret,
+            # Not pysyncobj's password (Fernet, slow): the AES-GCM encryptor is swapped in
+            # by the transport class below.
+            password=None,
             journalFile=str(node_dir / "journal.bin"),
             fullDumpFile=str(node_dir / "dump.bin"),
             dynamicMembershipChange=True,
@@ -124,7 +127,8 @@ class RaftNode:
                 [p for p in peers if p != cfg.raft],
                 conf=conf,
                 consumers=[self.state],
-                transportClass=make_transport_class(self._poller),
+                transportClass=make_transport_class(
+                    self._poller, AeadEncryptor(cfg.secret) if cfg.secret else None),
             )
         except Exception as exc:
             self._poller.close()
