@@ -371,3 +371,20 @@ def test_compact_without_waiting(log_path):
         assert s.stats["log_bytes"] < 1000
     with reopen(log_path) as s:
         assert sorted(s.items()) == [("during", "rewrite", None), ("k", "1999", None)]
+
+
+def test_tick_fsyncs_everysec_without_blocking_the_caller(log_path):
+    with reopen(log_path, fsync="everysec") as s:
+        s.set("a", "1")
+        assert s.stats["log_synced_bytes"] < s.stats["log_bytes"]
+        deadline = time.monotonic() + 5
+        while s.stats["log_synced_bytes"] < s.stats["log_bytes"] and time.monotonic() < deadline:
+            s.tick()  # the fsync is due ~1 s after the last one, and runs in a helper thread
+            time.sleep(0.05)
+        assert s.stats["log_synced_bytes"] == s.stats["log_bytes"]
+    with reopen(log_path, fsync="no") as s:
+        s.set("a", "2")
+        time.sleep(1.1)
+        s.tick()
+        time.sleep(0.1)
+        assert s.stats["log_synced_bytes"] < s.stats["log_bytes"]  # fsync=no: left to the OS

@@ -97,6 +97,7 @@ class Store:
         self._log: LogFile | None = None
         self._deferred = 0
         self._rewrite_thread: threading.Thread | None = None
+        self._sync_thread: threading.Thread | None = None
         self._rewrite_retry_at = 0.0
         self._base_size = 0
         self._last_rewrite: float | None = None
@@ -296,17 +297,37 @@ class Store:
             self._start_rewrite()
 
     def tick(self) -> None:
-        """One round of periodic work; call ~10 times a second when background=False."""
+        """One round of periodic work; call ~10 times a second when background=False.
+
+        Never waits for the disk: the periodic fsync runs in a short-lived thread, a rewrite in
+        its own thread; the active expiry step is bounded to a few milliseconds.
+        """
+        self._tick(inline_sync=False)
+
+    def _tick(self, inline_sync: bool) -> None:
         log = self._log
-        if log is not None and self.config.fsync != "no":
-            if time.monotonic() - self._last_fsync >= 1.0 and log.synced < log.size:
-                try:
-                    self.sync()
-                except StorageError as exc:
-                    logger.error("periodic fsync failed: %s", exc)
+        if (
+            log is not None
+            and self.config.fsync != "no"
+            and time.monotonic() - self._last_fsync >= 1.0
+            and log.synced < log.size
+        ):
+            if inline_sync:
+                self._periodic_sync()
+            elif self._sync_thread is None or not self._sync_thread.is_alive():
+                self._sync_thread = threading.Thread(
+                    target=self._periodic_sync, name="yakvs-fsync", daemon=True
+                )
+                self._sync_thread.start()
         if self.config.local_expiry:
             self._active_expire_cycle()
         self._maybe_compact()
+
+    def _periodic_sync(self) -> None:
+        try:
+            self.sync()
+        except StorageError as exc:
+            logger.error("periodic fsync failed: %s", exc)
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -333,7 +354,7 @@ class Store:
             self._closed = True
         self._stop.set()
         # The background thread may start a rewrite until it stops: join it first.
-        for name in ("_thread", "_rewrite_thread"):
+        for name in ("_thread", "_rewrite_thread", "_sync_thread"):
             thread = getattr(self, name)
             if thread is not None and thread is not threading.current_thread():
                 thread.join()
@@ -492,6 +513,6 @@ class Store:
     def _run(self) -> None:
         while not self._stop.wait(0.1):
             try:
-                self.tick()
+                self._tick(inline_sync=True)
             except Exception:
                 logger.exception("store background work failed")
