@@ -53,7 +53,8 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: json.loads on deeply nested arrays (found by the admin API fuzzer).
         raise MembershipError(400, "body must be a JSON object") from None
     if not isinstance(body, dict):
         raise MembershipError(400, "body must be a JSON object")
