@@ -348,3 +348,25 @@ def test_shutdown_drains_in_flight_batches(tmp_path):
         assert w.call({"op": "STATUS"})["info"]["keys"] >= answered
         assert w.call({"op": "GET", "key": f"d{answered - 1}"})["value"] == "v"
         w.close()
+
+
+def test_unfinished_lines_share_one_memory_budget(tmp_path):
+    # Four clients may each hold an almost full 1 MiB line; the fifth would pass the 4 MiB budget.
+    with run_server(tmp_path, max_buffered_bytes=4 << 20) as srv:
+        holders = [Wire(srv.addr) for _ in range(5)]
+        chunk = b'{"op":"SET","key":"k","value":"' + b"a" * ((1 << 20) - 100)
+        for w in holders[:4]:
+            w.send(chunk)
+        deadline = time.monotonic() + 5
+        while srv.server.buffered_bytes < 4 * len(chunk) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        holders[4].send(chunk)
+        reply = holders[4].reply()
+        assert reply["code"] == "UNAVAILABLE" and "buffer space" in reply["message"]
+        assert holders[4].closed()
+        for w in holders[:4]:  # the others finish their lines and are served
+            w.send(b'"}\n')
+            assert w.reply() == {"status": "success"}
+        assert srv.server.buffered_bytes == 0
+        for w in holders:
+            w.close()

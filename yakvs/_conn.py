@@ -55,6 +55,7 @@ class Connection(asyncio.Protocol):
         "_execute_now",
         "_first",
         "_head",
+        "_held",
         "_paused_reading",
         "_paused_write",
         "_queue",
@@ -75,6 +76,7 @@ class Connection(asyncio.Protocol):
         self._task: asyncio.Future[list[Reply]] | None = None
         self._first = True
         self._head = b""
+        self._held = 0  # bytes of an unfinished line counted in server.buffered_bytes
         self._closing = False
         self._paused_write = False
         self._paused_reading = False
@@ -101,6 +103,7 @@ class Connection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=high, low=high // 4)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
         self._closing = True
         self._queue.clear()
         self._server.connections.discard(self)
@@ -135,6 +138,11 @@ class Connection(asyncio.Protocol):
             else:
                 for i in range(0, len(lines), MAX_BATCH):
                     self._submit(self._decode(lines[i : i + MAX_BATCH]))
+        pending = buffer.pending
+        if pending != self._held:
+            self._account(pending)
+            if self._closing:
+                return
         if buffer.overflowed:
             size = self._server.config.max_request_size
             logger.warning("closing %s: request line over %d bytes", self.peer, size)
@@ -142,6 +150,24 @@ class Connection(asyncio.Protocol):
             self._closing = True
             self._submit(([], [(0, error_reply(TooLargeError(message)))]))
             self._submit(_CLOSE)
+
+    def _account(self, pending: int) -> None:
+        # Partial lines of all clients share one budget: 10 000 clients each holding an almost
+        # full 1 MiB line would otherwise hold 10 GB. The client that pushes past it is dropped.
+        server = self._server
+        server.buffered_bytes += pending - self._held
+        self._held = pending
+        if pending > 65536 and server.buffered_bytes > server.config.max_buffered_bytes:
+            logger.warning("closing %s: request buffers of all clients are full", self.peer)
+            reason = "Server is out of request buffer space, try again later"
+            self._submit(([], [(0, error_reply(UnavailableError(reason)))]))
+            self._closing = True
+            self._submit(_CLOSE)
+            self._release()
+
+    def _release(self) -> None:
+        self._server.buffered_bytes -= self._held
+        self._held = 0
 
     def eof_received(self) -> bool | None:
         # Half-close (``nc -q``, shutdown(SHUT_WR)): answer what was sent, then close.

@@ -147,12 +147,12 @@ class LineBuffer:
     TOO_LARGE and closes, because the rest of the stream cannot be re-synchronised cheaply.
     """
 
-    __slots__ = ("_max", "_parts", "_size", "overflowed")
+    __slots__ = ("_max", "_parts", "overflowed", "pending")
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
         self._max = max_line
         self._parts: list[bytes] = []
-        self._size = 0
+        self.pending = 0  # bytes of an unfinished line held
         self.overflowed = False
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -165,8 +165,8 @@ class LineBuffer:
             lines.pop()
             return lines
         if b"\n" not in data:
-            self._size += len(data)
-            if self._size > self._max:
+            self.pending += len(data)
+            if self.pending > self._max:
                 self._overflow()
             else:
                 self._parts.append(data)
@@ -185,20 +185,15 @@ class LineBuffer:
         if len(tail) > limit:
             self._overflow()
             return lines
-        self._size = len(tail)
+        self.pending = len(tail)
         if tail:
             self._parts.append(tail)
         return lines
 
-    @property
-    def pending(self) -> int:
-        """Bytes of an unfinished line held."""
-        return self._size
-
     def _overflow(self) -> None:
         self.overflowed = True
         self._parts.clear()
-        self._size = 0
+        self.pending = 0
 
 
 def _bad(detail: str) -> BadRequestError:

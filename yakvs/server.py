@@ -36,6 +36,7 @@ class ServerConfig:
     max_request_size: int = DEFAULT_MAX_LINE  # bytes in one request line; over it: TOO_LARGE
     read_consistency: Consistency = Consistency.LINEARIZABLE  # default for reads (Raft)
     keys_limit: int = 1000  # KEYS without a limit returns at most this many
+    max_buffered_bytes: int = 256 << 20  # unfinished request lines of all clients together
     write_high_water: int = 1 << 20  # unsent reply bytes before we stop reading a client
     max_pending_batches: int = 64  # queued batches per connection before we stop reading it
     drain_timeout: float = 10.0  # seconds shutdown waits for in-flight batches
@@ -61,6 +62,7 @@ class Server:
         self._backend = backend
         self.connections: set[Connection] = set()
         self.inflight: set[asyncio.Future[Any]] = set()
+        self.buffered_bytes = 0  # unfinished request lines held by all connections
         self.port: int = config.port
         self.started = False
         self.stopping = False
