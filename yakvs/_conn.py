@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import orjson
 
@@ -86,7 +86,8 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
+        # uvloop's TCPTransport does not inherit asyncio.Transport but has its whole interface.
+        self.transport = t = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
@@ -94,13 +95,13 @@ class Connection(asyncio.Protocol):
         if len(server.connections) >= server.config.max_clients or server.stopping:
             reason = "Server is shutting down" if server.stopping else "Too many clients"
             logger.warning("refusing %s: %s", self.peer, reason)
-            self.transport.write(encode_reply(error_reply(UnavailableError(reason))))
+            t.write(encode_reply(error_reply(UnavailableError(reason))))
             self._closing = True
-            self.transport.close()
+            t.close()
             return
         server.connections.add(self)
         high = server.config.write_high_water
-        self.transport.set_write_buffer_limits(high=high, low=high // 4)
+        t.set_write_buffer_limits(high=high, low=high // 4)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()

@@ -31,7 +31,7 @@ class ExponentialBackoff(Backoff):
         self._rng = rng or random.Random()
 
     def compute(self, failures: int) -> float:
-        ceiling = min(self.cap, self.base * (2 ** max(0, failures - 1)))
+        ceiling: float = min(self.cap, self.base * 2.0 ** max(0, failures - 1))
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
 

@@ -77,6 +77,7 @@ def run_server(
         failure: list[BaseException] = []
 
         def main() -> None:
+            loop: asyncio.AbstractEventLoop
             try:
                 import uvloop
 
@@ -226,7 +227,8 @@ class Wire:
         return line
 
     def reply(self) -> dict[str, Any]:
-        return orjson.loads(self.line())
+        reply: dict[str, Any] = orjson.loads(self.line())
+        return reply
 
     def call(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.send(orjson.dumps(obj) + b"\n")
