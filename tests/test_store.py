@@ -388,3 +388,36 @@ def test_tick_fsyncs_everysec_without_blocking_the_caller(log_path):
         s.tick()
         time.sleep(0.1)
         assert s.stats["log_synced_bytes"] < s.stats["log_bytes"]  # fsync=no: left to the OS
+
+
+def test_failed_fsync_of_an_always_write(log_path, monkeypatch):
+    with reopen(log_path, fsync="always") as s:
+        s.set("a", "1")
+        size = s.stats["log_bytes"]
+
+        def failing_fsync(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        real_fsync = os.fsync
+        monkeypatch.setattr(store_module.os, "fsync", failing_fsync)
+        with pytest.raises(StorageError):
+            s.set("b", "2")
+        assert s.get("b") is None
+        assert s.stats["log_bytes"] == size  # the record is cut off again
+        monkeypatch.setattr(store_module.os, "fsync", real_fsync)
+        s.set("b", "2")  # everything before was fsynced: no rewrite needed
+        with s.deferred_sync():
+            s.set("c", "3")  # written, not yet fsynced
+        monkeypatch.setattr(store_module.os, "fsync", failing_fsync)
+        with pytest.raises(StorageError):
+            s.set("d", "4")
+        monkeypatch.setattr(store_module.os, "fsync", real_fsync)
+        # "c" may have been dropped by the failed fsync: refuse writes until a rewrite.
+        with pytest.raises(StorageError, match="rewritten"):
+            s.set("e", "5")
+        s.compact()
+        s.set("e", "5")
+        expected = sorted(s.items())
+    with reopen(log_path) as s:
+        assert sorted(s.items()) == expected
+        assert [k for k, _, _ in expected] == ["a", "b", "c", "e"]

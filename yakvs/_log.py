@@ -48,6 +48,7 @@ class LogFile:
         if self.failed is not None:
             raise StorageError(f"the command log is being rewritten after an error ({self.failed})")
         fd, start = self.fd, self.size
+        syncing = False
         try:
             if self.tail_dirty:
                 os.ftruncate(fd, start)
@@ -55,6 +56,7 @@ class LogFile:
             if os.pwrite(fd, rec, start) != len(rec):  # short write: disk nearly full
                 write_at(fd, rec, start)
             if fsync:
+                syncing = True
                 os.fsync(fd)
         except OSError as exc:
             self.errors += 1
@@ -62,6 +64,9 @@ class LogFile:
                 os.ftruncate(fd, start)  # also drops a record written but not fsynced
             except OSError:
                 self.tail_dirty = True
+            if syncing and self.synced < start:
+                # Earlier unsynced records may have been dropped with the failed fsync.
+                self.failed = f"fsync failed: {exc.strerror}"
             raise StorageError(f"write to the command log failed: {exc.strerror}") from exc
         self.size = start + len(rec)
         if fsync:
