@@ -68,25 +68,17 @@ def _session(node: NodeProc) -> WireSession:
 
 
 def _recorded(history: History, node: NodeProc, client: int, kind: Kind, key: str,
-              value: str | None = None) -> Outcome:
-    """One recorded operation on a fresh connection (an unknown outcome poisons a connection)."""
+              value: str | None = None) -> Outcome | None:
+    """One recorded operation on a fresh connection (an unknown outcome poisons a connection);
+    None when the node could not be reached, so nothing was sent."""
     try:
         session = _session(node)
     except OSError:
-        return Outcome.FAILED  # nothing was sent
+        return None
     try:
         return execute_recorded(history, session, client, kind, key, value)
     finally:
         session.close()
-
-
-def _stale_get(node: NodeProc, key: str) -> str | None:
-    session = _session(node)
-    try:
-        reply = session.execute(Request(Op.GET, key, consistency=Consistency.STALE))
-    finally:
-        session.close()
-    return reply.value if reply.ok else None
 
 
 def _dump(node: NodeProc) -> dict[str, str | None]:
@@ -103,7 +95,8 @@ def _dump(node: NodeProc) -> dict[str, str | None]:
     return {k: (r.value if r.ok else None) for k, r in zip(names, values, strict=True)}
 
 
-def _probe_minority(history: History, old: NodeProc, key: str, client: int) -> list[Outcome]:
+def _probe_minority(history: History, old: NodeProc, key: str,
+                    client: int) -> list[Outcome | None]:
     """A linearizable read, a write and a delete sent straight to the cut-off node, recorded."""
     return [
         _recorded(history, old, client, Kind.GET, key),
@@ -148,7 +141,7 @@ def _isolate_leader_round(net: PrivateNet, cluster: Cluster, history: History,
     after = _write_through(history, majority, probe, 203 + 10 * round_no, unknown)
     late = _probe_minority(history, old, probe, 204 + 10 * round_no)
     # The cut is real: the isolated node never saw the write the majority acknowledged.
-    minority_view = _stale_get(old, probe)
+    minority_view = _dump(old).get(probe)
     time.sleep(max(0.0, ISOLATION - (time.monotonic() - cut)))
     healed = time.monotonic()
     net.heal()
@@ -263,7 +256,8 @@ def test_isolated_leader_acknowledges_nothing_and_replicas_converge(tmp_path: Pa
         for r in rounds:
             # (b) the cut-off minority neither acknowledged a write nor answered a linearizable
             # read, and the cut was real: it never saw the write the majority acknowledged.
-            assert Outcome.OK not in r["probes"], r
+            # (Clients are never cut off: a probe that could not connect proves nothing.)
+            assert Outcome.OK not in r["probes"] and None not in r["probes"], r
             assert r["minority_view"] != r["after"], f"the cut did not isolate {r['old']}: {r}"
             assert r["elected"] < 5.0, r
             # Nor did it answer any of the workload's requests sent while it was cut off (every
@@ -285,33 +279,45 @@ def test_isolated_leader_acknowledges_nothing_and_replicas_converge(tmp_path: Pa
 @pytest.mark.slow
 def test_partial_one_way_cut_and_packet_loss_stay_linearizable(tmp_path: Path) -> None:
     """A non-transitive partition (the leader cannot send to one follower, both still reach the
-    third node), then 15% loss on every link: Raft must keep one history through both."""
+    third node), then 15% loss on every link, then a follower cut off (a minority without the
+    leader, which must refuse like an isolated leader): Raft must keep one history through all."""
     history = History()
     with _cluster_in_namespaces(tmp_path) as (net, cluster):
 
-        def nemesis() -> list[str]:
-            seen = []
+        def nemesis() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
             time.sleep(1.5)
             lead = cluster.leader(timeout=10.0)
             victim = next(n for n in cluster.nodes if n is not lead)
             net.cut(lead.node_id, victim.node_id)
-            seen.append(f"{lead.node_id}-/->{victim.node_id}")
+            seen["one-way"] = f"{lead.node_id} -/-> {victim.node_id}"
             time.sleep(6.0)
             net.heal()
             for node in NODES:
                 net.lossy(node, 0.15, [n for n in NODES if n != node])
-            seen.append("loss 0.15")
             time.sleep(6.0)
+            net.heal()
+            cluster.wait_ready(cluster.nodes, timeout=30.0)
+            lead = cluster.leader(timeout=10.0)
+            follower = next(n for n in cluster.nodes if n is not lead)
+            net.isolate(follower.node_id, [n.node_id for n in cluster.nodes if n is not follower])
+            acked = _write_through(history, [lead], "probe", 300, set())
+            seen["follower"] = follower.node_id
+            seen["probes"] = _probe_minority(history, follower, "probe", 301)
+            seen["follower_view"], seen["acked"] = _dump(follower).get("probe"), acked
             net.heal()
             cluster.wait_ready(cluster.nodes, timeout=30.0)
             return seen
 
         def scenario() -> dict[str, Any]:
             seen = _under_load(cluster, history, nemesis)
-            return {"nemesis": seen, **_converged(cluster, history, KEYS)}
+            return {"nemesis": seen, **_converged(cluster, history, [*KEYS, "probe"])}
 
         after = net.call("client", scenario, timeout=120.0)
-        print(after["nemesis"])
+        seen = after["nemesis"]
+        print(seen)
+        assert Outcome.OK not in seen["probes"] and None not in seen["probes"], seen
+        assert seen["follower_view"] != seen["acked"], f"the cut did not isolate: {seen}"
         _check_run(cluster, history, after, tmp_path)
 
 
