@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import itertools
 import logging
 import os
 import shutil
@@ -36,6 +37,7 @@ __all__ = [
     "PrivateNet",
     "cleanup_leftovers",
     "ns_cluster",
+    "run_in_netns",
     "unavailable_reason",
 ]
 
@@ -49,6 +51,7 @@ PREFIX = "ykpart"
 _NETNS_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000
 _HUB = "hub"
+_serial = itertools.count()
 
 
 def unavailable_reason() -> str | None:
@@ -154,7 +157,7 @@ class PrivateNet:
         if len(set(members)) != len(members) or _HUB in members:
             raise ValueError(f"member names must be unique and not {_HUB!r}: {members}")
         cleanup_leftovers()
-        self.tag = f"{PREFIX}{os.getpid()}-{id(self) % 10000}"
+        self.tag = f"{PREFIX}{os.getpid()}-{next(_serial)}"
         self.subnet = subnet
         self.hub = f"{self.tag}-{_HUB}"
         self.ns: dict[str, str] = {}
@@ -195,6 +198,7 @@ class PrivateNet:
         return run_in_netns(self.ns[member], fn, timeout)
 
     def exec(self, member: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command inside ``member``'s namespace (``ip netns exec``), output captured."""
         return _run("ip", "netns", "exec", self.ns[member], *cmd, check=check)
 
     def iptables(self, member: str, *rule: str) -> None:
