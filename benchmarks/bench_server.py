@@ -29,6 +29,19 @@ SCENARIOS = [  # (op, pipeline, target ratio vs Redis)
     ("get", 1, 0.85),
 ]
 _FIELD = re.compile(r"(\w+)=([\d.]+)")
+# --floor: a do-nothing uvloop server answering every line at once. What it reaches is the
+# ceiling for any asyncio/uvloop server in Python on this machine, whatever it does per request.
+FLOOR_SERVER = """
+import asyncio, sys, uvloop
+OK = b'{"status":"success"}\\n'
+class P(asyncio.Protocol):
+    def connection_made(self, t): self.t = t
+    def data_received(self, data): self.t.write(OK * data.count(b"\\n"))
+async def main():
+    await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]))
+    await asyncio.sleep(3600)
+uvloop.run(main()) if hasattr(uvloop, "run") else (uvloop.install(), asyncio.run(main()))
+"""
 
 
 def free_port() -> int:
@@ -85,6 +98,7 @@ def main() -> int:
     ap.add_argument("-k", type=int, default=100_000)
     ap.add_argument("-d", type=int, default=100)
     ap.add_argument("--only", help="comma list like set16,get1")
+    ap.add_argument("--floor", action="store_true", help="also measure a do-nothing uvloop server")
     args = ap.parse_args()
     tool = ensure_jsonload(args.jsonload)
     if shutil.which("redis-server") is None:
@@ -102,8 +116,15 @@ def main() -> int:
          "--appendonly", "no", "--dir", workdir],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
+    fport = free_port()
+    floor = (
+        subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(fport)]) if args.floor else None
+    )
+    load_before = os.getloadavg()[0]
     results: dict[tuple[str, int], dict[str, list[tuple[float, float, float]]]] = {}
     try:
+        if floor is not None:
+            wait_port(fport)
         wait_port(yport)
         wait_port(rport)
         per_conn = max(1, args.k // args.c)
@@ -120,12 +141,16 @@ def main() -> int:
         for op, p, _ in SCENARIOS:
             if args.only and f"{op}{p}" not in args.only.split(","):
                 continue
-            runs = results.setdefault((op, p), {"yakvs": [], "redis": []})
+            runs = results.setdefault((op, p), {"yakvs": [], "redis": [], "floor": []})
             for _ in range(args.rounds):
                 runs["yakvs"].append(jsonload(tool, yport, "json", op, p, args))
                 runs["redis"].append(jsonload(tool, rport, "resp", op, p, args))
+                if floor is not None:
+                    runs["floor"].append(jsonload(tool, fport, "json", op, p, args))
     finally:
-        for proc in (yakvs, redis):
+        for proc in (yakvs, redis, floor):
+            if proc is None:
+                continue
             proc.terminate()
             try:
                 proc.wait(15)
@@ -133,10 +158,14 @@ def main() -> int:
                 proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
 
+    load_after = os.getloadavg()[0]
     print(f"\nyakvs-server (fsync={args.fsync}) vs redis-server, jsonload c={args.c} n={args.n} "
-          f"k={args.k} d={args.d}, median of {args.rounds} alternating rounds")  # fmt: skip
+          f"k={args.k} d={args.d}, median of {args.rounds} alternating rounds, "
+          f"load {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
     head = f"{'op':<5}{'P':>3}{'yakvs rps':>12}{'redis rps':>12}{'ratio':>8}{'target':>8}"
     head += f"{'y p50ms':>9}{'y p99ms':>9}{'r p99ms':>9}  ok"
+    if args.floor:
+        head += f"{'floor/redis':>13}"
     print(head)
     print("-" * len(head))
     for op, p, target in SCENARIOS:
@@ -147,10 +176,13 @@ def main() -> int:
         r = [statistics.median(x) for x in zip(*runs["redis"], strict=True)]
         ratio = y[0] / r[0] if r[0] else 0.0
         ok = ratio >= target and (p == 1 or y[2] < 10.0)
-        print(
+        line = (
             f"{op.upper():<5}{p:>3}{y[0]:>12.0f}{r[0]:>12.0f}{ratio:>8.2f}{target:>8.2f}"
-            f"{y[1]:>9.2f}{y[2]:>9.2f}{r[2]:>9.2f}  {'yes' if ok else 'NO'}"
+            f"{y[1]:>9.2f}{y[2]:>9.2f}{r[2]:>9.2f}  {'yes' if ok else 'NO '}"
         )
+        if runs["floor"]:
+            line += f"{statistics.median(x[0] for x in runs['floor']) / r[0]:>13.2f}"
+        print(line)
     return 0
 
 
