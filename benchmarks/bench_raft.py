@@ -11,6 +11,7 @@ kill -9 failover trials (kill the leader, time until a SET through a survivor is
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -29,6 +30,13 @@ def jsonload(binary: str, node: NodeProc, op: str, c: int, n: int, extra: list[s
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     line = (out.stdout.strip().splitlines() or [out.stderr.strip()])[-1]
     return dict(_FIELD.findall(line)) | {"raw": line}
+
+
+def cpu_seconds(node: NodeProc) -> float:
+    """utime + stime of a node process: CPU per op is steadier than ops/s on a shared box."""
+    assert node.proc is not None
+    fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def failover(cluster: Cluster) -> float:
@@ -59,7 +67,7 @@ def main() -> None:
     parser.add_argument("--secret", default="bench-secret")
     parser.add_argument("--failovers", type=int, default=5)
     args = parser.parse_args()
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory(prefix="yakvs-bench-") as tmp:
         cluster = Cluster(Path(tmp), size=3, secret=args.secret,
                           extra_args=["--log-level", "warning"])
@@ -76,17 +84,26 @@ def main() -> None:
                 ("SET c=1 via leader", leader, "set", 1, 3000, []),
             ]
             for name, node, op, c, n, extra in runs:
+                before = {x.node_id: cpu_seconds(x) for x in cluster.nodes}
                 res = jsonload(args.jsonload, node, op, c, n, extra)
+                done = max(1, int(res.get("done", 0)))
+                used = {x.node_id: cpu_seconds(x) - before[x.node_id] for x in cluster.nodes}
+                entry = used[node.node_id] * 1e6 / done
+                lead = used[leader.node_id] * 1e6 / done
+                rest = sum(v for k, v in used.items() if k != leader.node_id) * 1e6 / done
                 rows.append((name, res.get("rps", "?"), res.get("p50_ms", "?"),
-                             res.get("p99_ms", "?"), res.get("errors", res["raw"])))
+                             res.get("p99_ms", "?"), res.get("errors", res["raw"]),
+                             f"{entry:.0f}/{lead:.0f}/{rest:.0f}"))
             times = [failover(cluster) for _ in range(args.failovers)]
             rows.append((f"failover x{len(times)} (s to next ack)",
-                         " ".join(f"{t:.2f}" for t in times), "-", "-", f"max {max(times):.2f}"))
+                         " ".join(f"{t:.2f}" for t in times), "-", "-", f"max {max(times):.2f}",
+                         "-"))
         finally:
             cluster.close()
-    widths = [max(len(str(r[i])) for r in [*rows, ("run", "ops/s", "p50 ms", "p99 ms", "errors")])
-              for i in range(5)]
-    header = ("run", "ops/s", "p50 ms", "p99 ms", "errors")
+    header = ("run", "ops/s", "p50 ms", "p99 ms", "errors",
+              "CPU us/op: entry node / leader / followers")
+    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(len(header))]
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (2 cores, shared)")
     for row in [header, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
     sys.stdout.flush()
