@@ -89,6 +89,31 @@ def test_sigint_exits_zero_and_keeps_writes(tmp_path):
         w.close()
 
 
+def test_second_signal_skips_the_drain(tmp_path):
+    with spawn_server(tmp_path, fsync="no") as srv:
+        w = Wire(srv.addr)
+        assert w.call({"op": "SET", "key": "big", "value": "b" * 100_000})["status"] == "success"
+        hog = socket.create_connection((srv.host, srv.port), 5)
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.setblocking(False)
+        try:  # replies pile up unread: the drain would wait for this client its whole timeout
+            for _ in range(200):
+                hog.send(b'{"op":"GET","key":"big"}\n' * 100)
+                time.sleep(0.005)
+        except BlockingIOError:
+            pass
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert srv.proc.poll() is None  # still draining
+        start = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(5) == 0
+        assert time.monotonic() - start < 3
+        assert "exiting without draining" in srv.stderr()
+        hog.close()
+        w.close()
+
+
 def test_ten_thousand_connections(tmp_path):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 10_200
