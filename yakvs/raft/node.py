@@ -155,7 +155,8 @@ class RaftNode:
         (self.config.node_dir / LEFT_FILE).write_text("left the cluster\n")
         self.writes.fail_pending(UnavailableError("this node left the cluster"))
         if self.on_left is not None:
-            asyncio.get_running_loop().call_soon(self.on_left)
+            # A moment for the admin API to answer the /leave that brought us here.
+            asyncio.get_running_loop().call_later(0.3, self.on_left)
 
     async def close(self) -> None:
         for task in self._tasks:
