@@ -118,9 +118,9 @@ def outcome_of_error(exc: BaseException) -> Outcome:
     """Classify an exception raised by a request into FAILED or UNKNOWN.
 
     Only errors where the server positively refused before applying count as FAILED; anything
-    else might have been applied, and calling it FAILED would make the checker report false
-    violations (or, worse, hide real ones). KeyNotFoundError is not an error for the history:
-    the caller records it as an OK read of an absent key.
+    else might have been applied, and calling it FAILED would make the checker report
+    violations that are not there. KeyNotFoundError is not an error for the history: the
+    caller records it as an OK read of an absent key.
     """
     if isinstance(exc, KeyNotFoundError):
         raise ValueError("KeyNotFoundError is an OK outcome (absent key), not a failure")
