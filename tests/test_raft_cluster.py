@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from yakvs.testing.cluster import Cluster, NodeProc, run_cluster
+from yakvs.testing.cluster import Cluster, NodeProc, free_ports, run_cluster
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -125,11 +125,17 @@ def test_kill_all_and_restart(tmp_path):
             acked[f"k{i}"] = f"v{i}"
         for node in nodes:
             node.kill()
+        # n3 comes back on another client port: the registry (STATUS, redirects) follows.
+        nodes[2].tcp = f"127.0.0.1:{free_ports(1)[0]}"
         for node in nodes:
             node.start(bootstrap=True)  # ignored: the folder has data
         cluster.wait_ready()
         for node in nodes:
             assert dump(node) == acked
+        deadline = time.monotonic() + 10
+        while {m["id"]: m["tcp"] for m in nodes[0].status()["members"]}.get("n3") != nodes[2].tcp:
+            assert time.monotonic() < deadline, nodes[0].status()["members"]
+            time.sleep(0.05)
         assert {m["id"] for m in nodes[2].status()["members"]} == {"n1", "n2", "n3"}
 
 

@@ -220,6 +220,7 @@ async def bring_up(node: RaftNode, membership: Membership) -> None:
         node.start_sync(list(meta.get("peers", [])))
         node.save_meta()  # from now on kept in step with the configuration
         await _refuse_if_removed(node)
+        node.background(_refresh_own_entry(node, membership))
         return
     if cfg.bootstrap:
         node.start_sync([])
@@ -252,3 +253,17 @@ async def _refuse_if_removed(node: RaftNode) -> None:
         raise StartupError(
             f"node {node.config.node_id} was removed from its cluster; "
             f"wipe {node.config.node_dir} to join again")
+
+
+async def _refresh_own_entry(node: RaftNode, membership: Membership) -> None:
+    """After a restart with other --tcp/--api addresses, update the registry (redirects and
+    STATUS name client addresses, so they must be current)."""
+    cfg = node.config
+    try:
+        await node.wait_leader(30.0)
+        wanted = {"raft": cfg.raft, "tcp": cfg.tcp, "api": cfg.api}
+        if node.state.members().get(cfg.node_id) not in (None, wanted):
+            await membership.join(cfg.node_id, cfg.raft, cfg.tcp, cfg.api)
+            logger.info("updated this node's addresses in the registry")
+    except Exception as exc:  # best effort: the old addresses stay until the next restart
+        logger.warning("could not update this node's addresses: %s", exc)

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
@@ -137,6 +137,10 @@ class RaftNode:
         self._ticker.start()
         self._tasks.append(asyncio.ensure_future(self._housekeeping()))
         logger.info("raft node %s on %s, peers %s", cfg.node_id, cfg.raft, peers)
+
+    def background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` until the node closes."""
+        self._tasks.append(asyncio.ensure_future(coro))
 
     def save_meta(self) -> None:
         cfg = self.config
