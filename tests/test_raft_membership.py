@@ -73,6 +73,15 @@ def test_join_leave_remove_and_readyz(tmp_path):
         assert n4.proc.wait(15) == 3
         assert "removed" in n4.log_tail()
 
+        # A follower leaves by itself: answered, removed, exits 0.
+        n5 = cluster.new_node()
+        n5.start(join=leader.api)
+        cluster.wait_ready([n5])
+        code, reply = n5.http("POST", "/leave")
+        assert code == 200 and reply == {"left": "n5"}, reply
+        assert n5.proc.wait(15) == 0
+        assert member_ids(leader) == {"n1", "n2", "n3"}
+
         # The leader leaves: leadership moves first, then it is removed and exits.
         code, reply = leader.http("POST", "/leave")
         assert code == 200, reply
