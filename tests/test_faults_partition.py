@@ -279,8 +279,8 @@ def test_isolated_leader_acknowledges_nothing_and_replicas_converge(tmp_path: Pa
 @pytest.mark.slow
 def test_partial_one_way_cut_and_packet_loss_stay_linearizable(tmp_path: Path) -> None:
     """A non-transitive partition (the leader cannot send to one follower, both still reach the
-    third node), then 15% loss on every link, then a follower cut off (a minority without the
-    leader, which must refuse like an isolated leader): Raft must keep one history through all."""
+    third node), 15% loss on every link, flapping links, then a follower cut off (a minority
+    without the leader, which must refuse like an isolated leader): one history through all."""
     history = History()
     with _cluster_in_namespaces(tmp_path) as (net, cluster):
 
@@ -297,6 +297,14 @@ def test_partial_one_way_cut_and_packet_loss_stay_linearizable(tmp_path: Path) -
                 net.lossy(node, 0.15, [n for n in NODES if n != node])
             time.sleep(6.0)
             net.heal()
+            # Flapping: a random node cut off and back, faster than elections settle.
+            rng = random.Random(5)
+            for _ in range(8):
+                cut_off = rng.choice(NODES)
+                net.isolate(cut_off, [n for n in NODES if n != cut_off])
+                time.sleep(rng.uniform(0.2, 1.0))
+                net.heal()
+                time.sleep(rng.uniform(0.0, 0.4))
             cluster.wait_ready(cluster.nodes, timeout=30.0)
             lead = cluster.leader(timeout=10.0)
             follower = next(n for n in cluster.nodes if n is not lead)
