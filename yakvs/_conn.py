@@ -56,6 +56,7 @@ class Connection(asyncio.Protocol):
         "_first",
         "_head",
         "_held",
+        "_max_line",
         "_paused_reading",
         "_paused_write",
         "_queue",
@@ -72,6 +73,7 @@ class Connection(asyncio.Protocol):
         self._execute_now = getattr(server.backend, "try_execute_now", None)
         self._execute_encoded = getattr(server.backend, "try_execute_encoded", None)
         self._buffer = LineBuffer(server.config.max_request_size)
+        self._max_line = server.config.max_request_size
         self._queue: deque[_Batch] = deque()
         self._task: asyncio.Future[list[Reply]] | None = None
         self._first = True
@@ -119,6 +121,28 @@ class Connection(asyncio.Protocol):
         self._pump()
 
     def data_received(self, data: bytes) -> None:
+        execute = self._execute_encoded
+        if (
+            execute is not None
+            and data[-1:] == b"\n"
+            and self._task is None
+            and not self._queue
+            and not (self._first or self._closing or self._paused_write or self._buffer.pending)
+            and len(data) <= self._max_line
+        ):
+            # The common case, kept lean: whole requests on an idle connection and a backend
+            # that answers at once. Anything else takes the general path below.
+            lines = data.split(b"\n")
+            lines.pop()
+            if len(lines) <= MAX_BATCH:
+                requests, errors = self._decode(lines)
+                if errors is None and requests:
+                    out = execute(requests)
+                    if out is not None:
+                        self.transport.write(out)  # type: ignore[union-attr]
+                        return
+                self._submit((requests, errors))
+                return
         if self._closing:
             return
         if self._first:
