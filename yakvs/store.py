@@ -103,7 +103,8 @@ class Store:
         self._last_rewrite: float | None = None
         self._last_fsync = time.monotonic()
         self._closed = False
-        self._counters = {"expired_keys": 0, "rewrites": 0, "replayed": 0}
+        self._counters = {"expired_keys": 0, "rewrites": 0, "replayed": 0, "torn_bytes_cut": 0}
+        self._moved_aside: str | None = None  # where --repair-log put a corrupt suffix
         if self._path is not None:
             self._replay_now = now_ms()
             fd, result = open_log(self._path, config.repair, self._apply_replay)
@@ -112,6 +113,8 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path + ".rewrite")  # left by a crash mid-rewrite; never valid
             self._counters["replayed"] = result.records
+            self._counters["torn_bytes_cut"] = result.cut_bytes
+            self._moved_aside = result.moved_aside
             logger.info(
                 "%s: replayed %d records, %d keys", self._path, result.records, len(self._data)
             )
@@ -343,6 +346,7 @@ class Store:
             "last_rewrite": self._last_rewrite,
             "rewrite_base_bytes": self._base_size,
             "rewrite_in_progress": running is not None and running.is_alive(),
+            "repaired_suffix_file": self._moved_aside,
             **self._counters,
         }
 
