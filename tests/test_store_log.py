@@ -120,6 +120,7 @@ def test_torn_tail_at_20_random_cut_points(tmp_path, caplog):
         with caplog.at_level(logging.WARNING, logger="yakvs"):
             with reopen(path) as s:
                 assert state(s) == expected
+                assert s.stats["torn_bytes_cut"] == cut - size
                 s.set("new", "record")  # appends cleanly after the cut
         assert (cut == size) == (not any("torn" in r.message for r in caplog.records))
         with reopen(path) as s:
@@ -150,6 +151,7 @@ def test_repair_keeps_good_prefix_and_moves_the_rest_aside(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="yakvs"):
         with reopen(path, repair=True) as s:
             assert state(s) == history[30][1]
+            assert s.stats["repaired_suffix_file"] is not None
             s.set("after", "repair")
     assert any("repaired" in r.message for r in caplog.records)
     aside = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
