@@ -52,7 +52,7 @@ def server_tracebacks(server: ProcessHandle) -> list[str]:
     ("fsync", "rounds"),
     # "always" is the 30 s run. "everysec", the default, acknowledges before fsync but
     # after write(2): a process crash must still lose nothing, so a shorter run checks that.
-    [("always", 12), ("everysec", 5)],
+    [("always", 12), ("everysec", 3)],
 )
 def test_kill9_every_two_seconds_loses_no_acknowledged_write(tmp_path, fsync, rounds):
     history = History()

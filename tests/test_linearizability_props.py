@@ -14,7 +14,7 @@ from yakvs.testing.linearizability import Verdict, check
 
 KEYS = ("a", "b")
 SETTINGS = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
