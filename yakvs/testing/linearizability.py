@@ -4,12 +4,15 @@ The search is Wing & Gong's, with Lowe's memoisation, as in Porcupine (the check
 robustness tests): walk the history's call/return events in time order, tentatively linearize
 any operation whose call has been reached, back up when a return is reached before its operation
 could be placed, and never visit the same (set of linearized operations, register state) twice.
-Keys are independent registers, so each key is checked on its own (Porcupine's partitioning),
-which keeps the exponential part small.
+Keys are independent registers, so each key is checked on its own (Porcupine's partitioning;
+sound because linearizability is local, Herlihy & Wing), which keeps the exponential part small.
 
 Outcomes: FAILED operations were never applied and are dropped; reads with an UNKNOWN outcome
 tell nothing and are dropped; writes with an UNKNOWN outcome may take effect at any time after
-their invocation, or never.
+their invocation, or never. Values are unique, which allows two tightenings before the search
+(as etcd's robustness tests do): an unknown write someone read must have landed before that read
+returned, so it becomes an ordinary operation ending there; an unknown write nobody read can be
+left out (a second, full pass runs when a "deleted" DELETE might have needed it).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class KeyResult:
     checked: int
     steps: int
     message: str = ""
-    # The operations the search could not place at its furthest point (empty unless ILLEGAL).
+    # The operations the search could not place at its furthest point (empty when OK).
     stuck: tuple[Operation, ...] = ()
 
 
