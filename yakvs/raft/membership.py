@@ -235,12 +235,13 @@ async def bring_up(node: RaftNode, membership: Membership) -> None:
     if not cfg.join:
         raise StartupError(f"{cfg.node_dir} has no data: give --bootstrap or --join H:P")
     members = await membership.fetch_members(cfg.join)
-    node.start_sync([m["raft"] for m in members])
+    node.start_sync([m["raft"] for m in members], hold_elections=True)
     body = {"id": cfg.node_id, "raft": cfg.raft, "tcp": cfg.tcp, "api": cfg.api}
     try:
         await membership.forward("POST", cfg.join, "/join", body)
     except MembershipError as exc:
         raise StartupError(f"join via {cfg.join} refused: {exc.message}") from exc
+    node.release_elections()
     node.save_meta()
     logger.info("joined the cluster via %s", cfg.join)
 

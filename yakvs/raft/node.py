@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
+from pysyncobj.monotonic import monotonic
 
 from yakvs.errors import NoLeaderError, UnavailableError, UnknownOutcomeError, YakvsError
 from yakvs.raft.batch import Barrier, WriteBatcher
@@ -65,6 +66,7 @@ class RaftNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._expiring: set[str] = set()
         self._saved_peers: list[str] | None = None
+        self._conf: SyncObjConf | None = None
         self._membership: Membership | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -85,8 +87,13 @@ class RaftNode:
             raise StartupError(f"cannot read {node_dir / META_FILE}: {exc}") from exc
         return meta
 
-    def start_sync(self, peers: list[str]) -> None:
-        """Build the SyncObj (binds the raft port) with ``peers`` as the initial configuration."""
+    def start_sync(self, peers: list[str], hold_elections: bool = False) -> None:
+        """Build the SyncObj (binds the raft port) with ``peers`` as the initial configuration.
+
+        ``hold_elections``: a joiner not yet admitted must not campaign: each failed election
+        raises its term, and a term above the leader's makes the leader step down once the
+        joiner is admitted. :meth:`release_elections` restores the timeouts.
+        """
         cfg = self.config
         node_dir = cfg.node_dir
         node_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +128,7 @@ class RaftNode:
             logCompactionMinEntries=cfg.compaction_entries,
             onStateChanged=self._on_state_changed,
         )
+        self._conf = conf
         try:
             self._sync = SyncObj(
                 cfg.raft,
@@ -134,6 +142,11 @@ class RaftNode:
             self._poller.close()
             # Mostly a port in use, but also an unreadable journal: name the exception.
             raise StartupError(f"cannot start raft on {cfg.raft}: {exc!r}") from exc
+        if hold_elections:
+            # pysyncobj validated the conf already and reads these on every new deadline;
+            # the first deadline was drawn in its constructor, so push it too (private).
+            conf.raftMinTimeout, conf.raftMaxTimeout = 1e9, 1e9 + 1
+            self._sync._SyncObj__raftElectionDeadline = monotonic() + 1e9
         self._ticker.start()
         self._tasks.append(asyncio.ensure_future(self._housekeeping()))
         logger.info("raft node %s on %s, peers %s", cfg.node_id, cfg.raft, peers)
@@ -141,6 +154,10 @@ class RaftNode:
     def background(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` until the node closes."""
         self._tasks.append(asyncio.ensure_future(coro))
+
+    def release_elections(self) -> None:
+        assert self._conf is not None
+        self._conf.raftMinTimeout, self._conf.raftMaxTimeout = self.config.election_timeout
 
     def save_meta(self) -> None:
         cfg = self.config
