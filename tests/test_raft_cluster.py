@@ -203,3 +203,28 @@ def test_startup_failures_exit_3(tmp_path):
         assert node.proc.wait(15) == 3
     finally:
         cluster.close()
+
+
+def test_lagging_follower_catches_up_from_a_snapshot(tmp_path):
+    with run_cluster(tmp_path, secret="s3cret") as cluster:
+        leader = cluster.leader()
+        lagging = next(n for n in cluster.nodes if n is not leader)
+        lagging.kill()
+        expected = {}
+        for i in range(100):
+            ttl = {"expires_in": 3600 * 10**9} if i % 2 else {}
+            assert put(leader, f"k{i}", f"v{i}", **ttl)["status"] == "success"
+            expected[f"k{i}"] = f"v{i}"
+        assert leader.http("POST", "/snapshot")[0] == 200
+        deadline = time.monotonic() + 10
+        while leader.status()["log_len"] > 10:  # compacted: the follower's next entry is gone
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        lagging.start()
+        cluster.wait_ready([lagging])
+        assert dump(lagging) == expected
+        assert 0 < lagging.request({"op": "TTL", "key": "k1"})[0]["ttl"] <= 3600 * 10**9
+        lagging.kill()  # and it keeps the snapshot it was sent
+        lagging.start()
+        cluster.wait_ready([lagging])
+        assert lagging.status()["keys"] == 100
