@@ -100,7 +100,7 @@ async def _mark_serving(node: RaftNode, server: Server) -> None:
 @click.option("--read-consistency", "-read-consistency",
               type=click.Choice([c.value for c in Consistency], case_sensitive=False),
               default=Consistency.LINEARIZABLE.value, help="Default consistency of reads.")
-@click.option("--request-timeout", type=click.FloatRange(0.1), default=5.0,
+@click.option("--request-timeout", type=click.FloatRange(0.1), default=4.0,
               help="Seconds before a write's outcome is reported unknown.")
 @log_level_option()
 @version_option()

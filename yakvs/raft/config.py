@@ -29,8 +29,9 @@ class RaftConfig:
     secret: str | None = None
     # Default read consistency when a request does not ask for one.
     read_consistency: Consistency = Consistency.LINEARIZABLE
-    # Seconds a write or barrier may take before its outcome is reported unknown.
-    request_timeout: float = 5.0
+    # Seconds a write or barrier may take before its outcome is reported unknown; below the
+    # clients' default request timeout (5 s) so they get the answer rather than a timeout.
+    request_timeout: float = 4.0
     # Seconds to wait for a leader before answering NO_LEADER.
     leader_wait: float = 2.0
     # Raft election timeout range (seconds); failover time is bounded by the upper end.
