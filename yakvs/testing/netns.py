@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -210,6 +211,17 @@ class PrivateNet:
         out = self.exec(member, "iptables", "-w", "5", "-S").stdout
         return [line for line in out.splitlines() if not line.startswith("-P ")]
 
+    def reaches(self, src: str, dst: str, tries: int = 5) -> bool:
+        """Whether a UDP datagram from ``src`` arrives at ``dst``: one direction only, whatever
+        happens on the way back (a TCP probe could not tell a one-way cut from a two-way one)."""
+        inbox = self.call(dst, lambda: _udp_inbox(self.ip[dst]))
+        try:
+            port = inbox.getsockname()[1]
+            return self.call(src, lambda: _udp_delivered(inbox, self.ip[dst], port, tries))
+        finally:
+            # A socket keeps its namespace alive after `ip netns del`.
+            inbox.close()
+
     # -- faults ------------------------------------------------------------------------------
 
     def cut(self, src: str, dst: str) -> None:
@@ -260,6 +272,27 @@ class PrivateNet:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _udp_inbox(ip: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((ip, 0))
+    sock.settimeout(0.2)
+    return sock
+
+
+def _udp_delivered(inbox: socket.socket, ip: str, port: int, tries: int) -> bool:
+    # Several tries: the first datagram waits for ARP, and a loaded machine can be slow; a cut
+    # link drops them all.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+        for n in range(tries):
+            # An OUTPUT DROP rule in the sender's namespace fails the send with EPERM.
+            with contextlib.suppress(PermissionError):
+                out.sendto(b"ping%d" % n, (ip, port))
+            with contextlib.suppress(TimeoutError):
+                if inbox.recv(64).startswith(b"ping"):
+                    return True
+    return False
 
 
 class NsNodeProc(NodeProc):
