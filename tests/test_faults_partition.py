@@ -167,8 +167,10 @@ def _converged(cluster: Cluster, history: History, keys: list[str]) -> dict[str,
     """After the heal: linearizable reads of every key through every node (recorded, so "no
     acknowledged write lost" is part of the checker's verdict) and each node's full local dump,
     polled until all agree (bounded)."""
+    start = time.monotonic()
     final = {n.node_id: [_final_read(history, n, 100 + i, key) for key in keys]
              for i, n in enumerate(cluster.nodes)}
+    print(f"final reads took {time.monotonic() - start:.1f} s")
     dumps: list[dict[str, str | None]] = []
     for _ in range(50):
         dumps = [_dump(n) for n in cluster.nodes]
