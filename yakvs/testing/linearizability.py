@@ -130,7 +130,7 @@ def _unlift(call: _Entry) -> None:
             e.next.prev = e  # type: ignore[union-attr]
 
 
-def _prepare(ops: list[Operation], drop_unread: bool) -> tuple[list[Operation], str | None]:
+def _prepare(ops: list[Operation]) -> tuple[list[Operation], str | None]:
     """Drop what cannot matter and tighten what we can; return (ops, reason) where a reason
     means the history is illegal without any search (e.g. a read of a value never written)."""
     writes: dict[str | None, Operation] = {}
@@ -169,8 +169,6 @@ def _prepare(ops: list[Operation], drop_unread: bool) -> tuple[list[Operation], 
                 # Someone saw this value, so it was applied before that reader returned:
                 # a required operation with a finite interval, not an open-ended option.
                 op = replace(op, complete=min(r.complete for r in readers))
-            elif op.kind is Kind.SET and drop_unread:
-                continue
         kept.append(op)
     return kept, None
 
@@ -186,6 +184,41 @@ class _Furthest:
     last: tuple[Operation, ...] = ()
 
 
+def _effect(op: Operation) -> State:
+    """The register after a write, whatever it held before: every write overwrites it all."""
+    return op.value if op.kind is Kind.SET else None
+
+
+def _moves(
+    head: _Entry, optional: list[bool], state: State
+) -> tuple[list[tuple[_Entry, ...]], _Entry]:
+    """The ways to extend the linearization from here, and the first pending return.
+
+    A move places one required operation whose call lies before that return (real time allows
+    nothing else), or an unknown write immediately followed by a required operation that only
+    fits after it. That is all an unknown write is ever good for: moved as late as it can go,
+    it lands right before the first operation that sees its effect; followed by a write it
+    would be overwritten and can be left out. Unknown writes with the same effect on that next
+    operation are interchangeable (all stay open forever), so one of them stands for all.
+    This keeps open-ended writes from multiplying the search."""
+    required: list[_Entry] = []
+    unknown: list[_Entry] = []
+    entry = head.next
+    while entry is not None and entry.match is not None:
+        (unknown if optional[entry.bit] else required).append(entry)
+        entry = entry.next
+    assert entry is not None, "a required op's return entry is always still in the list"
+    moves: list[tuple[_Entry, ...]] = []
+    for call in required:
+        if _step(state, call.op)[0]:
+            moves.append((call,))
+            continue
+        enabler = next((u for u in unknown if _step(_effect(u.op), call.op)[0]), None)
+        if enabler is not None:
+            moves.append((enabler, call))
+    return moves, entry
+
+
 def _search(
     ops: list[Operation], max_steps: int, deadline: float
 ) -> tuple[Verdict, int, _Furthest]:
@@ -199,44 +232,47 @@ def _search(
     linearized = 0
     state: State = None
     cache: set[tuple[int, State]] = set()
-    calls: list[tuple[_Entry, State]] = []
-    entry = head.next
+    # One frame per move made: the moves it was chosen from, where to resume among them, the
+    # state before it, the move, and the pending return that bounded those moves.
+    frames: list[tuple[list[tuple[_Entry, ...]], int, State, tuple[_Entry, ...], _Entry]] = []
+    moves, blocker = _moves(head, optional, state)
+    index = 0
     steps = 0
     while required_left > 0:
         steps += 1
         if steps >= max_steps or (steps & 0xFFF == 0 and time.monotonic() > deadline):
             return Verdict.UNDECIDED, steps, best
-        # Never None: an unplaced required op's return entry is always still ahead of us.
-        assert entry is not None
-        if entry.match is not None:
-            ok, new_state = _step(state, entry.op)
-            if ok:
-                new_linearized = linearized | (1 << entry.bit)
-                cache_key = (new_linearized, new_state)
-                if cache_key not in cache:
-                    cache.add(cache_key)
-                    calls.append((entry, state))
-                    state = new_state
-                    linearized = new_linearized
-                    if not optional[entry.bit]:
-                        required_left -= 1
-                    _lift(entry)
-                    entry = head.next
-                    continue
-            entry = entry.next
+        if index < len(moves):
+            move = moves[index]
+            index += 1
+            new_state, new_linearized = state, linearized
+            for entry in move:
+                new_state = _step(new_state, entry.op)[1]
+                new_linearized |= 1 << entry.bit
+            if (new_linearized, new_state) in cache:
+                continue
+            cache.add((new_linearized, new_state))
+            frames.append((moves, index, state, move, blocker))
+            state, linearized = new_state, new_linearized
+            required_left -= 1  # a move's last op is always a required one
+            for entry in move:
+                _lift(entry)
+            if required_left:
+                moves, blocker = _moves(head, optional, state)
+                index = 0
             continue
-        # A return reached before its operation was placed: back up.
-        if len(calls) > best.placed:
-            last = tuple(c.op for c, _ in calls[-5:])
-            best = _Furthest(len(calls), linearized, state, entry.op, last)
-        if not calls:
+        # No move fits: the pending return's op cannot be placed here. Back up.
+        placed = linearized.bit_count()
+        if placed > best.placed:
+            last = tuple(e.op for f in frames[-5:] for e in f[3])[-5:]
+            best = _Furthest(placed, linearized, state, blocker.op, last)
+        if not frames:
             return Verdict.ILLEGAL, steps, best
-        call, state = calls.pop()
-        linearized &= ~(1 << call.bit)
-        if not optional[call.bit]:
-            required_left += 1
-        _unlift(call)
-        entry = call.next
+        moves, index, state, move, blocker = frames.pop()
+        for entry in reversed(move):
+            linearized &= ~(1 << entry.bit)
+            _unlift(entry)
+        required_left += 1
     return Verdict.OK, steps, best
 
 
@@ -269,38 +305,20 @@ def check_key(
 ) -> KeyResult:
     """Check the operations on one key (all ``ops`` must be on ``key``)."""
     deadline = time.monotonic() + timeout
-    has_found_check = any(op.kind is Kind.DELETE and op.found for op in ops)
-    # Leaving out unknown writes that nobody read is always allowed, and it removes most of the
-    # branching. It can only hurt where a DELETE reported "deleted" and might have needed such
-    # a write to have something to delete: then, if the quick pass fails, search again in full.
-    passes = (True, False) if has_found_check else (True,)
-    total_steps = 0
-    result: KeyResult | None = None
-    for drop_unread in passes:
-        prepared, reason = _prepare(ops, drop_unread)
-        if reason is not None:
-            return KeyResult(key, Verdict.ILLEGAL, len(ops), 0, reason)
-        verdict, steps, best = _search(prepared, max_steps - total_steps, deadline)
-        total_steps += steps
-        if verdict is Verdict.OK:
-            return KeyResult(key, verdict, len(prepared), total_steps)
-        if verdict is Verdict.UNDECIDED:
-            message = (
-                f"search budget exhausted after {total_steps} steps; furthest point placed "
-                f"{best.placed} of {len(prepared)} ops"
-            )
-            if result is not None:
-                # The quick pass's dead end is still the best lead for a human.
-                message += (
-                    "\nwith unread unknown writes left out it was not linearizable:\n"
-                    + result.message
-                )
-            return KeyResult(key, verdict, len(prepared), total_steps, message,
-                             result.stuck if result else ())
-        message, stuck = _explain(prepared, best)
-        result = KeyResult(key, verdict, len(prepared), total_steps, message, stuck)
-    assert result is not None
-    return result
+    prepared, reason = _prepare(ops)
+    if reason is not None:
+        return KeyResult(key, Verdict.ILLEGAL, len(ops), 0, reason)
+    verdict, steps, best = _search(prepared, max_steps, deadline)
+    if verdict is Verdict.OK:
+        return KeyResult(key, verdict, len(prepared), steps)
+    if verdict is Verdict.UNDECIDED:
+        return KeyResult(
+            key, verdict, len(prepared), steps,
+            f"search budget exhausted after {steps} steps; furthest point placed "
+            f"{best.placed} of {len(prepared)} ops",
+        )
+    message, stuck = _explain(prepared, best)
+    return KeyResult(key, verdict, len(prepared), steps, message, stuck)
 
 
 def check(
