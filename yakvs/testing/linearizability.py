@@ -9,10 +9,10 @@ sound because linearizability is local, Herlihy & Wing), which keeps the exponen
 
 Outcomes: FAILED operations were never applied and are dropped; reads with an UNKNOWN outcome
 tell nothing and are dropped; writes with an UNKNOWN outcome may take effect at any time after
-their invocation, or never. Values are unique, which allows two tightenings before the search
-(as etcd's robustness tests do): an unknown write someone read must have landed before that read
-returned, so it becomes an ordinary operation ending there; an unknown write nobody read can be
-left out (a second, full pass runs when a "deleted" DELETE might have needed it).
+their invocation, or never. Values are unique, so an unknown write someone read must have
+landed before that read returned: it becomes an ordinary operation ending there (as etcd's
+robustness tests do). The other unknown writes stay open, but the search only tries one right
+before an operation that needs its effect (see _moves), so they do not multiply the search.
 """
 
 from __future__ import annotations
