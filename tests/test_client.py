@@ -186,20 +186,26 @@ class _Hangup:
         self.sock.close()
 
 
-def test_lost_reply_unknown_outcome_for_delete_retry_for_reads():
+def test_lost_reply_unknown_outcome_for_writes_retry_for_reads():
     peer = _Hangup()
     try:
         with Client(peer.addr, retries=2, backoff=NoBackoff()) as c:
             with pytest.raises(UnknownOutcomeError):
                 c.delete("k")
             assert peer.requests == 1  # never silently re-sent
+            with pytest.raises(UnknownOutcomeError):
+                c.set("k", "v")
+            assert peer.requests == 2
+            with pytest.raises(UnknownOutcomeError):
+                c.pipeline().get("a").set("k", "v").execute()
+            assert peer.requests == 3
             with pytest.raises(ConnectionFailedError):
                 c.get("k")
-            assert peer.requests == 4  # a read is retried: 1 + 2 retries
+            assert peer.requests == 6  # a read is retried: 1 + 2 retries
 
         async def main() -> None:
             async with AsyncClient(peer.addr, retries=1, backoff=NoBackoff()) as c:
-                await c.delete("k")
+                await c.set("k", "v")
 
         with pytest.raises(UnknownOutcomeError):
             asyncio.run(main())

@@ -9,13 +9,14 @@ from typing import Any
 from yakvs.errors import KeyNotFoundError, NoLeaderError, NotLeaderError, YakvsError
 from yakvs.protocol import Op, Reply, Request, raise_for_error
 
-# Which requests may be sent again after the connection dropped with the request on the wire.
-# Reads are harmless. SET is retried: sending the same key and value twice leaves the same state
-# (a TTL is restarted a little later, a concurrent writer in between may be overwritten -- as it
-# could have been anyway). DELETE is *not* retried: the repeat of an applied DELETE answers
-# NOT_FOUND, and reporting "was not there" for a key we just deleted would be a lie; the caller
-# gets UnknownOutcomeError instead and can read the key back.
-RETRY_SAFE = frozenset({Op.GET, Op.TTL, Op.EXISTS, Op.KEYS, Op.PING, Op.STATUS, Op.SET})
+# Which requests may be sent again after the connection dropped with the request on the wire:
+# reads only. A write that may have been applied is never re-sent: even SET of the same value is
+# not harmless, because another client may have written the key in between and the repeat would
+# silently undo that newer write (a lost update; the fault suite's linearizability checker shows
+# it). The caller gets UnknownOutcomeError and decides, e.g. by reading the key back. Requests
+# that never reached a server (refused connection, a dead idle connection noticed before
+# sending) and NOT_LEADER / NO_LEADER replies (nothing applied) are retried for writes too.
+RETRY_SAFE = frozenset({Op.GET, Op.TTL, Op.EXISTS, Op.KEYS, Op.PING, Op.STATUS})
 MAX_REDIRECTS = 5
 _NS = 1_000_000_000
 

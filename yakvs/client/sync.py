@@ -23,9 +23,9 @@ class Client:
     Connection errors (refused, reset, dropped) are retried ``retries`` times with ``backoff``
     (exponential with jitter by default), trying each address in turn; NOT_LEADER replies are
     followed to the leader they name and NO_LEADER is retried with backoff. A request whose
-    connection dropped *after* it was sent is re-sent only when that is safe: reads and SET are;
-    DELETE is not (a repeat would answer "not found" for a key we did delete) and raises
-    :class:`~yakvs.errors.UnknownOutcomeError`. A request with no reply within
+    connection dropped *after* it was sent is re-sent only if it is a read; a write (SET, DELETE)
+    raises :class:`~yakvs.errors.UnknownOutcomeError` instead, because it may have been applied
+    and a repeat could undo another client's newer write. A request with no reply within
     ``request_timeout`` raises :class:`~yakvs.errors.ClientTimeoutError` (a write may or may not
     have been applied). Error replies raise their typed error (``KeyNotFoundError``...), except
     through :meth:`execute`, which returns them.
@@ -239,7 +239,7 @@ class Pipeline:
     """Commands queued by the same methods as :class:`Client`, sent by :meth:`execute`.
 
     No redirects are followed inside a pipeline; retries follow the client's rules (a pipeline
-    holding a DELETE is not re-sent after a lost connection).
+    holding a write is not re-sent after a lost connection).
     """
 
     def __init__(self, client: Client) -> None:
