@@ -2,8 +2,9 @@
 
 A proxy between ``yakvs.Client`` and a real server forwards the first SET, lets another client
 read that value and overwrite it, then drops the connection instead of forwarding the reply.
-If the client re-sends the SET, its value comes back over the newer write: an acknowledged write
-lost and a value reappearing, which the checker rejects.
+If the client re-sent the SET (it did, until this test caught it), its value would come back over
+the newer write: an acknowledged write lost and a value reappearing, which the checker rejects.
+The client must report an unknown outcome instead.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 
-import pytest
-
 from yakvs.client import Client
 from yakvs.client._retry import NoBackoff
 from yakvs.errors import YakvsError
-from yakvs.testing.history import History, Kind, WireSession, execute_recorded
+from yakvs.testing.history import History, Kind, Outcome, WireSession, execute_recorded
 from yakvs.testing.linearizability import check
 from yakvs.testing.server import run_server
 
@@ -78,12 +77,6 @@ def _session(addr: str) -> Iterator[WireSession]:
         session.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="yakvs.Client re-sends a SET after a lost reply (client/_base.py RETRY_SAFE): the "
-    "first copy was applied, so the value is applied twice and undoes a newer write. Remove this "
-    "mark when the client raises UnknownOutcomeError instead.",
-)
 def test_lost_set_reply_is_not_applied_twice(tmp_path):
     history = History()
     with run_server(tmp_path) as server, _session(server.addr) as other:
@@ -108,5 +101,7 @@ def test_lost_set_reply_is_not_applied_twice(tmp_path):
         execute_recorded(history, other, 1, Kind.GET, "k")
     ops = history.operations()
     assert next(op.value for op in ops if op.client == 1 and op.kind is Kind.GET) == "first"
+    # The client must own up: the SET's fate is unknown to it (it was in fact applied once).
+    assert next(op.outcome for op in ops if op.client == 0) is Outcome.UNKNOWN
     result = check(ops)
     assert result.ok, result.describe()
