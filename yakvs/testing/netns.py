@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import itertools
 import logging
 import os
@@ -55,13 +56,26 @@ _HUB = "hub"
 _serial = itertools.count()
 
 
+@functools.cache
 def unavailable_reason() -> str | None:
-    """Why namespaces cannot be built here (for ``pytest.mark.skipif``), or None."""
+    """Why namespaces cannot be built here (for ``pytest.mark.skipif``), or None.
+
+    Root is not enough (a container without CAP_NET_ADMIN, a kernel without the statistic
+    match): build a throwaway namespace with a loss rule and say what failed."""
     if os.geteuid() != 0:
         return "network namespaces and iptables need root"
     missing = [tool for tool in ("ip", "iptables") if shutil.which(tool) is None]
     if missing:
         return f"missing tools: {', '.join(missing)} (apt-get install iproute2 iptables)"
+    probe = f"{PREFIX}{os.getpid()}-probe"
+    try:
+        _run("ip", "netns", "add", probe)
+        _run("ip", "netns", "exec", probe, "iptables", "-w", "5", "-A", "INPUT", "-m",
+             "statistic", "--mode", "random", "--probability", "0.5", "-j", "DROP")
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        return f"cannot build a namespace with iptables rules here: {exc}"
+    finally:
+        _run("ip", "netns", "del", probe, check=False)
     return None
 
 
