@@ -279,7 +279,7 @@ def test_many_clients_at_once(server):
     assert results == [True] * 20
 
 
-def test_everysec_fsyncs_from_a_worker_thread(tmp_path):
+def test_everysec_fsyncs_within_about_a_second(tmp_path):
     with run_server(tmp_path, fsync="everysec") as srv:
         w = Wire(srv.addr)
         assert w.call(_set("k", "v"))["status"] == "success"
@@ -289,7 +289,6 @@ def test_everysec_fsyncs_from_a_worker_thread(tmp_path):
             if info["store"]["log_synced_bytes"] == info["store"]["log_bytes"] > 0:
                 break
             time.sleep(0.05)
-        assert info["syncs"] >= 1
         assert info["store"]["log_synced_bytes"] == info["store"]["log_bytes"]
         w.close()
 

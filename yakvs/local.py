@@ -63,11 +63,7 @@ class LocalBackend(Backend):
         if group_commit is None:
             group_commit = fsync == "always"
         self.group_commit = group_commit
-        # everysec: fsync from a worker thread twice a second, so the store's tick (which would
-        # fsync in the event loop thread, stalling every client for the fsync) finds nothing to do.
-        self._background_sync = not group_commit and fsync == "everysec"
-        self._last_background_sync = 0.0
-        self.syncs = 0  # store.sync() calls made from the worker thread (group + background)
+        self.syncs = 0  # group commits: store.sync() calls made from the worker thread
         self.keys_limit = keys_limit
         self._tick_interval = tick_interval
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -90,7 +86,7 @@ class LocalBackend(Backend):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        if self.group_commit or self._background_sync:
+        if self.group_commit:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="yakvs-fsync")
         if self._tick_interval > 0:
             self._tick_handle = self._loop.call_later(self._tick_interval, self._tick)
@@ -248,19 +244,8 @@ class LocalBackend(Backend):
             self._start_sync()
 
     def _tick(self) -> None:
-        assert self._loop is not None
-        now = self._loop.time()
-        if (
-            self._background_sync
-            and self._running_sync is None
-            and now - self._last_background_sync >= 0.5
-        ):
-            self._last_background_sync = now
-            running = self._loop.run_in_executor(self._executor, self.store.sync)
-            self._running_sync = running
-            self.syncs += 1
-            running.add_done_callback(lambda done: self._sync_done(done, None))
         try:
+            # Never waits for the disk: the store fsyncs everysec logs in its own helper thread.
             self.store.tick()
         except Exception:
             logger.exception("store tick failed")
