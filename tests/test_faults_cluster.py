@@ -48,7 +48,7 @@ def _kill_leader(cluster: Cluster) -> float:
     return elected
 
 
-def _pause_leader(cluster: Cluster, pause: float = 2.5) -> float:
+def _pause_leader(cluster: Cluster, pause: float = 5.0) -> float:
     """SIGSTOP the leader for longer than the election timeout, then SIGCONT: when it wakes it
     may still believe it leads, the classic source of stale reads and lost writes."""
     old = cluster.leader(timeout=10.0)
