@@ -189,8 +189,8 @@ def test_go_original_client_bytes(tmp_path):
         reader = sock.makefile("rb")
         for line, check in [
             (GO_SET, lambda r: r["status"] == "success"),
-            (GO_GET, lambda r: r["value"] == "v" and 299_000_000_000 < r["ttl"] <= 300_000_000_000),
-            (GO_TTL, lambda r: 299_000_000_000 < r["ttl"] <= 300_000_000_000),
+            (GO_GET, lambda r: r["value"] == "v" and 290_000_000_000 < r["ttl"] <= 300_000_000_000),
+            (GO_TTL, lambda r: 290_000_000_000 < r["ttl"] <= 300_000_000_000),
             (GO_DEL, lambda r: r["status"] == "success"),
             (
                 GO_GET,
