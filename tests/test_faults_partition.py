@@ -181,10 +181,11 @@ def _converged(cluster: Cluster, history: History, keys: list[str]) -> dict[str,
 
 
 class _TaggedSession:
-    """A WireSession that notes, per request, the node, when it was sent and whether the node
-    answered it: the workload's own traffic then shows whether a cut-off node served."""
+    """A WireSession that notes, per request, the node, when it was sent, when its reply came
+    and whether the node served it: the workload's own traffic then shows whether a cut-off
+    node served."""
 
-    def __init__(self, node: NodeProc, served: list[tuple[str, float, bool]]) -> None:
+    def __init__(self, node: NodeProc, served: list[tuple[str, float, float, bool]]) -> None:
         self._inner = WireSession(node.tcp, timeout=REQUEST_TIMEOUT + 3.0)
         self._node_id = node.node_id
         self._served = served
@@ -197,10 +198,11 @@ class _TaggedSession:
         try:
             reply = self._inner.execute(request)
         except BaseException:
-            self._served.append((self._node_id, sent, False))
+            self._served.append((self._node_id, sent, time.monotonic(), False))
             raise
         # NOT_FOUND is an answer too: an absent key read (or deleted) linearizably.
-        self._served.append((self._node_id, sent, reply.ok or reply.code == "NOT_FOUND"))
+        ok = reply.ok or reply.code == "NOT_FOUND"
+        self._served.append((self._node_id, sent, time.monotonic(), ok))
         return reply
 
     def close(self) -> None:
@@ -208,7 +210,7 @@ class _TaggedSession:
 
 
 def _under_load(cluster: Cluster, history: History, nemesis: Callable[[], Any],
-                served: list[tuple[str, float, bool]] | None = None) -> Any:
+                served: list[tuple[str, float, float, bool]] | None = None) -> Any:
     """Run ``nemesis()`` while 4 clients hit random nodes (the cut-off ones included)."""
     rng = random.Random(23)
     answers = served if served is not None else []
@@ -247,7 +249,7 @@ def _check_run(cluster: Cluster, history: History, after: dict[str, Any],
 def test_isolated_leader_acknowledges_nothing_and_replicas_converge(tmp_path: Path) -> None:
     history = History()
     probes = ["probe0", "probe1"]
-    served: list[tuple[str, float, bool]] = []
+    served: list[tuple[str, float, float, bool]] = []
     with _cluster_in_namespaces(tmp_path) as (net, cluster):
 
         def scenario() -> dict[str, Any]:
@@ -272,13 +274,13 @@ def test_isolated_leader_acknowledges_nothing_and_replicas_converge(tmp_path: Pa
             assert Outcome.OK not in r["probes"] and None not in r["probes"], r
             assert r["minority_view"] != r["after"], f"the cut did not isolate {r['old']}: {r}"
             assert r["elected"] < 5.0, r
-            # Nor did it answer any of the workload's requests sent while it was cut off (every
-            # workload read is linearizable, every write needs a quorum).
+            # Nor did it serve any workload request sent after the cut and answered before the
+            # heal (every workload read is linearizable, every write needs a quorum). The
+            # clients stay on a node until a request fails, so how many of their requests reach
+            # the cut-off node is luck; the probes above always do.
             start, end = r["window"]
-            # The workload's clients stay on a node until a request fails, so how many of
-            # their requests reach the cut-off node is luck; the probes above always do.
-            answered = [t - start for node, t, ok in served
-                        if ok and node == r["old"] and start <= t < end]
+            answered = [sent - start for node, sent, done, ok in served
+                        if ok and node == r["old"] and start <= sent and done < end]
             assert not answered, f"{r['old']} answered requests while cut off, at {answered[:5]}"
         # (c) the acknowledged probe writes are on every (identical) replica; only a write of
         # unknown outcome that landed later may have replaced one.
