@@ -8,6 +8,7 @@ python store_child.py diskfull DIR      fill a tiny filesystem mounted at DIR, c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -27,20 +28,33 @@ def crash_op(i: int) -> tuple[str, str, str | None]:
     return "set", f"k{i}", crash_value(i)
 
 
-def crash(log: str, start: int) -> None:
+def group_size(i: int, mode: str) -> int:
+    """How many ops the batch starting at op i has: 1, or 1..7 for group commit."""
+    return 1 if mode == "single" else 1 + i % 7
+
+
+def crash(log: str, start: int, mode: str) -> None:
+    """Acknowledge ops as the server does: one by one (fsync each), or per group commit."""
     out = sys.stdout
     with Store(path=log, fsync="always") as store:
-        for i in range(start, start + 20_000):
-            kind, key, value = crash_op(i)
-            if kind == "set":
-                assert value is not None
-                store.set(key, value, ttl=3600 if i % 5 == 0 else None)
-            else:
-                store.delete(key)
-            out.write(f"A {i}\n")
+        i = start
+        while i < start + 20_000:
+            batch = range(i, i + group_size(i, mode))
+            with store.deferred_sync() if mode == "group" else contextlib.nullcontext():
+                for j in batch:
+                    kind, key, value = crash_op(j)
+                    if kind == "set":
+                        assert value is not None
+                        store.set(key, value, ttl=3600 if j % 5 == 0 else None)
+                    else:
+                        store.delete(key)
+            store.sync()
+            # One small write to the pipe: a batch is acknowledged whole or not at all.
+            out.write("".join(f"A {j}\n" for j in batch))
             out.flush()
-            if i % 97 == 0:
+            if any(j % 97 == 0 for j in batch):
                 store.compact()
+            i = batch.stop
 
 
 def diskfull(folder: str) -> None:
@@ -105,7 +119,7 @@ def diskfull(folder: str) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "crash":
-        crash(sys.argv[2], int(sys.argv[3]))
+        crash(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     elif sys.argv[1] == "diskfull":
         diskfull(sys.argv[2])
     else:

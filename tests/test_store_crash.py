@@ -17,16 +17,16 @@ import pytest
 from yakvs.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from store_child import crash_op
+from store_child import crash_op, group_size
 
 CHILD = str(Path(__file__).parent / "store_child.py")
-ROUNDS = 24
+ROUNDS = 20
 
 
-def run_until_killed(log: Path, start: int, rng: random.Random) -> list[int]:
+def run_until_killed(log: Path, start: int, mode: str, rng: random.Random) -> list[int]:
     """Start the writer, SIGKILL it at a random moment, return the indexes it acknowledged."""
     proc = subprocess.Popen(
-        [sys.executable, CHILD, "crash", str(log), str(start)],
+        [sys.executable, CHILD, "crash", str(log), str(start), mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -56,25 +56,29 @@ def apply_op(model: dict[str, str], i: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_sigkill_never_loses_an_acknowledged_write(tmp_path):
+@pytest.mark.parametrize("mode", ["single", "group"])
+def test_sigkill_never_loses_an_acknowledged_write(tmp_path, mode):
     log = tmp_path / "kv.log"
     rng = random.Random(int(os.environ.get("YAKVS_CRASH_SEED", "7")))
     model: dict[str, str] = {}
     start = 0
     total_acked = 0
     for _ in range(ROUNDS):
-        acked = run_until_killed(log, start, rng)
+        acked = run_until_killed(log, start, mode, rng)
         total_acked += len(acked)
         for i in acked:
             apply_op(model, i)
-        in_flight = dict(model)
-        apply_op(in_flight, start + len(acked))
+        # Any prefix of the batch in flight at the kill may have made it; nothing else may differ.
+        first = start + len(acked)
+        candidates = [dict(model)]
+        for i in range(first, first + group_size(first, mode)):
+            apply_op(model, i)
+            candidates.append(dict(model))
         with Store(path=log, background=False) as store:
             got = {k: v for k, v, _ in store.items()}
-        # The op in flight at the kill may or may not have made it; nothing else may differ.
-        assert got in (model, in_flight)
+        assert got in candidates
         model = got
-        start += len(acked) + 1
+        start = first + group_size(first, mode)
     assert total_acked >= ROUNDS
     assert sorted(os.listdir(tmp_path)) == ["kv.log"]  # a half-done rewrite is cleaned up
 
