@@ -23,7 +23,8 @@ MAX_BATCH_BYTES = 1 << 20
 
 
 def _size(cmd: tuple[Any, ...]) -> int:
-    return sum(len(part) for part in cmd[1:3] if isinstance(part, str)) + 16
+    # ("set", key, value, expiry) carries a value; the others only a key.
+    return len(cmd[1]) + (len(cmd[2]) if cmd[0] == "set" else 0) + 16
 
 
 class WriteBatcher:

@@ -99,7 +99,7 @@ class Ticker:
     """Calls ``tick`` once per loop turn after socket events, and every ``period`` seconds."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, tick: Callable[[], None],
-                 period: float = 0.01) -> None:
+                 period: float = 0.02) -> None:
         self._loop = loop
         self._tick = tick
         self._period = period
