@@ -201,6 +201,15 @@ def test_startup_failures_exit_3(tmp_path):
         # Joining through an address nobody serves.
         node.start(join="127.0.0.1:1")
         assert node.proc.wait(15) == 3
+        # A second process on a folder in use (other ports, same --dir and --id).
+        node.start(bootstrap=True)
+        cluster.wait_ready([node])
+        twin = cluster.new_node()
+        twin.node_id = node.node_id
+        twin.start(bootstrap=True)
+        assert twin.proc.wait(15) == 3
+        assert "in use" in twin.log_tail()
+        assert node.ready()
     finally:
         cluster.close()
 

@@ -210,6 +210,7 @@ class Membership:
 async def bring_up(node: RaftNode, membership: Membership) -> None:
     """Start ``node``: from its data folder if it has one, else bootstrap or join."""
     cfg = node.config
+    node.lock_folder()
     if node.has_data():
         meta = node.load_meta()
         if cfg.bootstrap or cfg.join:

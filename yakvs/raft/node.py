@@ -7,6 +7,7 @@ Membership (join/leave/remove) lives in :mod:`yakvs.raft.membership`, the client
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -68,6 +69,7 @@ class RaftNode:
         self._saved_peers: list[str] | None = None
         self._conf: SyncObjConf | None = None
         self._membership: Membership | None = None
+        self._lock_fd: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -96,7 +98,7 @@ class RaftNode:
         """
         cfg = self.config
         node_dir = cfg.node_dir
-        node_dir.mkdir(parents=True, exist_ok=True)
+        self.lock_folder()
         if not self.has_data():
             # Files left by a join that never completed: this node holds no acknowledged data.
             for name in ("journal.bin", "journal.bin.meta", "dump.bin", "dump.bin.tmp"):
@@ -159,6 +161,21 @@ class RaftNode:
         assert self._conf is not None
         self._conf.raftMinTimeout, self._conf.raftMaxTimeout = self.config.election_timeout
 
+    def lock_folder(self) -> None:
+        """Create and lock the node's folder; idempotent. Two processes on one folder would
+        interleave their journals: the second is refused."""
+        if self._lock_fd is not None:
+            return
+        self.config.node_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.config.node_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StartupError(
+                f"{self.config.node_dir} is in use by another yakvs-raft process") from None
+        self._lock_fd = fd
+
     def save_meta(self) -> None:
         cfg = self.config
         peers = sorted(self.peers())
@@ -191,6 +208,9 @@ class RaftNode:
             self._sync = None
         if self._poller is not None:
             self._poller.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @property
     def sync(self) -> SyncObj:
