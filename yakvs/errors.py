@@ -136,7 +136,9 @@ ERRORS_BY_CODE: dict[str, type[YakvsError]] = {
 }
 
 
-def error_from_code(code: str | None, message: str | None = None, **extra: str | None) -> YakvsError:
+def error_from_code(
+    code: str | None, message: str | None = None, **extra: str | None
+) -> YakvsError:
     """Build the exception a reply's ``code`` stands for; unknown codes give a plain YakvsError."""
     cls = ERRORS_BY_CODE.get(code or "", YakvsError)
     if cls is NotLeaderError:
