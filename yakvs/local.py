@@ -28,7 +28,10 @@ from yakvs.protocol import (
 )
 
 if TYPE_CHECKING:
+    from yakvs._batch import Batch
     from yakvs.store import Store
+
+    _Target = Store | Batch  # what a handler runs against: the store, or a batch holding its lock
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class LocalBackend(Backend):
         self._next_sync: asyncio.Future[bool] | None = None
         self._running_sync: asyncio.Future[Any] | None = None
         self._closed = False
-        self._handlers: dict[Op, Callable[[Request], Reply]] = {
+        self._handlers: dict[Op, Callable[[Request, _Target], Reply]] = {
             Op.SET: self._set,
             Op.GET: self._get,
             Op.DELETE: self._delete,
@@ -100,31 +103,41 @@ class LocalBackend(Backend):
     def try_execute_encoded(self, requests: Sequence[Request]) -> bytes | None:
         """Like :meth:`try_execute_now`, but returns the reply lines ready to write.
 
-        The server's hottest path: SET and GET answer without building a Reply object at all.
+        The server's hottest path: SET and GET answer without building a Reply object at all,
+        and the whole batch takes the store's lock once and writes the log once.
         """
         if self.group_commit:
             return None
-        store = self.store
+        try:
+            with self.store.batch() as batch:
+                return self._run_encoded(batch, requests)
+        except StorageError:
+            # The batch's log write failed and it was undone: its replies are void. One by one,
+            # each command gets its own outcome (some may fit on the disk, others not).
+            return self._run_encoded(self.store, requests)
+
+    def _run_encoded(self, target: _Target, requests: Sequence[Request]) -> bytes:
         out: list[bytes] = []
         append = out.append
+        handlers = self._handlers
         for request in requests:
             op = request.op
             try:
                 if op is _SET:
                     if request.expires_at is None and request.expires_in:
-                        self._set(request)  # not decoded by the server: pin the expiry now
+                        self._set(request, target)  # not decoded by the server: pin it now
                     else:
-                        store.set(request.key, request.value, expires_at=request.expires_at)
+                        target.set(request.key, request.value, expires_at=request.expires_at)
                     append(OK_LINE)
                 elif op is _GET:
-                    found = store.get(request.key)
+                    found = target.get(request.key)
                     if found is None:
                         append(_NOT_FOUND_LINE)
                     else:
                         ms = found[1]
                         append(encode_value_reply(found[0], -1 if ms is None else ms * NS_PER_MS))
                 else:
-                    append(encode_reply(self._handlers[op](request)))
+                    append(encode_reply(handlers[op](request, target)))
             except YakvsError as exc:
                 append(encode_reply(error_reply(exc)))
             except Exception:
@@ -146,13 +159,20 @@ class LocalBackend(Backend):
         return replies
 
     def run(self, requests: Sequence[Request]) -> list[Reply]:
-        """Execute ``requests`` in order, synchronously; errors become error replies."""
+        """Execute ``requests`` in order, synchronously, as one store batch; errors are replies."""
+        try:
+            with self.store.batch() as batch:
+                return self._run(batch, requests)
+        except StorageError:
+            return self._run(self.store, requests)  # see try_execute_encoded
+
+    def _run(self, target: _Target, requests: Sequence[Request]) -> list[Reply]:
         handlers = self._handlers
         replies: list[Reply] = []
         append = replies.append
         for request in requests:
             try:
-                append(handlers[request.op](request))
+                append(handlers[request.op](request, target))
             except YakvsError as exc:
                 append(error_reply(exc))
             except Exception:
@@ -160,42 +180,43 @@ class LocalBackend(Backend):
                 append(_INTERNAL)
         return replies
 
-    # --- handlers: one per op ------------------------------------------------------------------
+    # --- handlers: one per op, against the store or a batch of it --------------------------------
 
-    def _set(self, request: Request) -> Reply:
+    def _set(self, request: Request, target: _Target) -> Reply:
         expires_at = request.expires_at
         if expires_at is None and request.expires_in > 0:
             expires_at = time.time_ns() // NS_PER_MS + max(1, request.expires_in // NS_PER_MS)
-        self.store.set(request.key, request.value, expires_at=expires_at)
+        target.set(request.key, request.value, expires_at=expires_at)
         return OK
 
-    def _get(self, request: Request) -> Reply:
-        found = self.store.get(request.key)
+    def _get(self, request: Request, target: _Target) -> Reply:
+        found = target.get(request.key)
         if found is None:
             return NOT_FOUND_OR_EXPIRED
         value, remaining_ms = found
         return Reply(value=value, ttl=-1 if remaining_ms is None else remaining_ms * NS_PER_MS)
 
-    def _delete(self, request: Request) -> Reply:
-        return OK if self.store.delete(request.key) else NOT_FOUND
+    def _delete(self, request: Request, target: _Target) -> Reply:
+        return OK if target.delete(request.key) else NOT_FOUND
 
-    def _ttl(self, request: Request) -> Reply:
-        ms = self.store.ttl(request.key)
+    def _ttl(self, request: Request, target: _Target) -> Reply:
+        ms = target.ttl(request.key)
         if ms == -2:
             return NOT_FOUND
         return Reply(ttl=-1 if ms == -1 else ms * NS_PER_MS)
 
-    def _exists(self, request: Request) -> Reply:
-        return Reply(exists=bool(self.store.exists(request.key)))
+    def _exists(self, request: Request, target: _Target) -> Reply:
+        return Reply(exists=bool(target.exists(request.key)))
 
-    def _keys(self, request: Request) -> Reply:
+    def _keys(self, request: Request, target: _Target) -> Reply:
         limit = request.limit or self.keys_limit
-        return Reply(keys=tuple(self.store.keys(request.prefix, limit)))
+        return Reply(keys=tuple(target.keys(request.prefix, limit)))
 
-    def _ping(self, request: Request) -> Reply:
+    def _ping(self, request: Request, target: _Target) -> Reply:
         return PONG
 
-    def _status(self, request: Request) -> Reply:
+    def _status(self, request: Request, target: _Target) -> Reply:
+        # Reads no lock (stats and len are racy snapshots), so it is safe inside a batch.
         stats = getattr(self.store, "stats", None)
         info: dict[str, Any] = {
             "mode": "standalone",

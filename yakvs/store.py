@@ -37,6 +37,7 @@ from zlib import crc32
 
 import orjson
 
+from yakvs._batch import Batch, Undo
 from yakvs._expiry import (
     MAX_EXPIRES_AT,
     MAX_TTL_MS,
@@ -96,6 +97,9 @@ class Store:
         self._rng = random.Random()
         self._log: LogFile | None = None
         self._deferred = 0
+        # Set while a batch holds the lock: records wait here, old values of mutated keys there.
+        self._pending: list[bytes] | None = None
+        self._undo: Undo | None = None
         self._rewrite_thread: threading.Thread | None = None
         self._sync_thread: threading.Thread | None = None
         self._rewrite_retry_at = 0.0
@@ -118,6 +122,7 @@ class Store:
             logger.info(
                 "%s: replayed %d records, %d keys", self._path, result.records, len(self._data)
             )
+        self._batch = Batch(self)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if config.background:
@@ -224,16 +229,17 @@ class Store:
 
         This walks the whole keyspace under the lock (O(n)); it is meant for admin use.
         """
+        with self._lock:
+            return self._keys_locked(prefix, limit)
+
+    def _keys_locked(self, prefix: str, limit: int | None) -> list[str]:
         if type(prefix) is not str:
             raise BadRequestError("prefix must be a string")
         if limit is not None and (type(limit) is not int or limit < 0):
             raise BadRequestError("limit must be a non-negative integer")
-        with self._lock:
-            now, exp_get = now_ms(), self._exp.get
-            found = (
-                k for k in self._data if k.startswith(prefix) and (exp_get(k) or now + 1) > now
-            )
-            return sorted(found) if limit is None else heapq.nsmallest(limit, found)
+        now, exp_get = now_ms(), self._exp.get
+        found = (k for k in self._data if k.startswith(prefix) and (exp_get(k) or now + 1) > now)
+        return sorted(found) if limit is None else heapq.nsmallest(limit, found)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -248,6 +254,10 @@ class Store:
             at = exps.get(key)
             if at is None or at > now:
                 yield key, value, at
+
+    def batch(self) -> Batch:
+        """``with store.batch() as b:`` -- many commands, one lock, one log write; see _batch."""
+        return self._batch
 
     # -- durability -----------------------------------------------------------------------------
 
@@ -394,6 +404,10 @@ class Store:
         """Write one record (caller holds _lock); raise StorageError, leaving nothing behind."""
         if self._closed:
             raise StorageError("the store is closed")
+        if self._pending is not None:  # inside a batch: written (or undone) at its end
+            if rec:
+                self._pending.append(rec)
+            return
         if self._log is not None and rec is not None:
             self._log.append(rec, durable and self._always and not self._deferred)
 
@@ -418,7 +432,10 @@ class Store:
                 # Replay also drops them by the wall clock; only a clock stepping back could
                 # bring them back, which is the lesser evil than failing reads.
                 logger.warning("could not log the removal of %d expired keys: %s", len(keys), exc)
+        undo = self._undo
         for k in keys:
+            if undo is not None:
+                undo.append((k, self._data.get(k), self._exp.get(k)))
             self._data.pop(k, None)
             self._exp.discard(k)
         self._counters["expired_keys"] += len(keys)

@@ -1,0 +1,173 @@
+"""Store batches: many commands under one lock, their log records written with one syscall.
+
+``with store.batch() as b:`` holds the store's lock for the whole block. ``b.set`` / ``b.get`` /
+``b.delete`` / ``b.ttl`` / ``b.exists`` / ``b.keys`` behave like the store's methods, except that
+write records go to a userspace buffer and the old (value, expiry) of each mutated key goes to an
+undo list. On exit the buffer is written with one ``LogFile.append`` (one pwrite, plus one fsync
+at ``fsync="always"`` outside ``deferred_sync``). If that write fails, every mutation of the
+batch is undone in reverse order, so memory is exactly as before the batch, and StorageError is
+raised: the caller must discard every result computed inside the batch (reads may have seen the
+undone writes) and may re-run the commands one by one to learn which of them can succeed.
+
+Holding the lock across the batch also keeps a concurrent rewrite from snapshotting memory that
+holds writes whose records are not in the log yet (a rolled-back write must never reach a log).
+A batch is not reentrant: calling the store's own locking methods inside it deadlocks.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING
+from zlib import crc32
+
+import orjson
+
+from yakvs._expiry import check_key, expiry_ms, now_ms
+from yakvs.errors import BadRequestError, StorageError
+
+if TYPE_CHECKING:
+    from yakvs.store import Store
+
+_dumps = orjson.dumps
+_JSONError = orjson.JSONEncodeError
+_NOT_UNICODE = "key and value must be valid Unicode (no lone surrogates)"
+# (key, value before, expiry before); value None = the key did not exist.
+Undo = list[tuple[str, str | None, int | None]]
+
+
+class Batch:
+    """The object ``Store.batch()`` returns; one per store, reused (the lock serialises it)."""
+
+    __slots__ = ("_data", "_exp", "_now", "_pending", "_store", "_ttl_keys", "_undo")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._data = store._data
+        self._exp = store._exp
+        self._ttl_keys = store._ttl_keys
+        self._pending: list[bytes] | None = None
+        self._undo: Undo | None = None
+        self._now = 0
+
+    def __enter__(self) -> Batch:
+        store = self._store
+        store._lock.acquire()
+        log = store._log
+        if store._closed or (log is not None and log.failed is not None):
+            store._lock.release()
+            if store._closed:
+                raise StorageError("the store is closed")
+            raise StorageError(f"the command log is being rewritten after an error ({log.failed})")
+        if log is not None:
+            # Memory-only stores cannot fail a write, so they need neither buffer nor undo.
+            self._pending = store._pending = []
+            self._undo = store._undo = []
+        # One clock read per batch: a key expiring during the batch lives microseconds longer.
+        self._now = now_ms()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        store = self._store
+        pending, undo = self._pending, self._undo
+        self._pending = self._undo = store._pending = store._undo = None
+        try:
+            if undo is None:
+                return
+            if t is not None:
+                self._rollback(undo)  # an escaping exception: nothing of the batch stays
+                return
+            if pending:
+                try:
+                    assert store._log is not None
+                    store._log.append(b"".join(pending), store._always and not store._deferred)
+                except StorageError:
+                    self._rollback(undo)
+                    raise
+        finally:
+            store._lock.release()
+
+    def _rollback(self, undo: Undo) -> None:
+        data, exp = self._data, self._exp
+        for key, value, at in reversed(undo):
+            if value is None:
+                data.pop(key, None)
+                exp.discard(key)
+            else:
+                data[key] = value
+                if at is None:
+                    exp.discard(key)
+                else:
+                    exp.set(key, at)
+
+    # -- the store's API, lock already held ---------------------------------------------------
+
+    def set(
+        self, key: str, value: str, ttl: float | None = None, *, expires_at: int | None = None
+    ) -> None:
+        if type(key) is not str or not key:
+            check_key(key)
+        if type(value) is not str:
+            raise BadRequestError("value must be a string")
+        at = 0 if ttl is None and expires_at is None else expiry_ms(ttl, expires_at)
+        data, ttl_keys = self._data, self._ttl_keys
+        pending = self._pending
+        if pending is not None:
+            try:
+                payload = _dumps(("S", key, value, at))
+            except _JSONError:
+                raise BadRequestError(_NOT_UNICODE) from None
+            pending.append(b"%08x %b\n" % (crc32(payload), payload))
+            self._undo.append(  # type: ignore[union-attr]
+                (key, data.get(key), self._exp.get(key) if key in ttl_keys else None)
+            )
+        data[key] = value
+        if at:
+            self._exp.set(key, at)
+        elif key in ttl_keys:
+            self._exp.discard(key)
+
+    def get(self, key: str) -> tuple[str, int | None] | None:
+        value = self._data.get(key)
+        if value is None:
+            return None
+        if key not in self._ttl_keys:
+            return value, None
+        left = self._exp.get(key) - self._now  # type: ignore[operator]
+        if left > 0:
+            return value, left
+        self._store._reclaim([key])
+        return None
+
+    def delete(self, key: str) -> bool:
+        check_key(key)
+        data = self._data
+        value = data.get(key)
+        if value is None:
+            return False
+        at = self._exp.get(key) if key in self._ttl_keys else None
+        if at is not None and at <= self._now:
+            self._store._reclaim([key])
+            return False
+        pending = self._pending
+        if pending is not None:
+            payload = _dumps(("D", key, None, 0))  # key is in the store: valid Unicode
+            pending.append(b"%08x %b\n" % (crc32(payload), payload))
+            self._undo.append((key, value, at))  # type: ignore[union-attr]
+        del data[key]
+        if at is not None:
+            self._exp.discard(key)
+        return True
+
+    def ttl(self, key: str) -> int:
+        got = self.get(key)
+        if got is None:
+            return -2
+        return -1 if got[1] is None else got[1]
+
+    def exists(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def keys(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        return self._store._keys_locked(prefix, limit)
