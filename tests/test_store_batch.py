@@ -31,6 +31,14 @@ _op = st.one_of(
         st.sampled_from([None, FAR, FAR + 1]),
     ),
     st.builds(lambda k: Request(Op.GET, k), st.sampled_from(KEYS)),
+    # The server's decoded form of plain SET/GET (protocol.fast_request): Store/Batch.put.
+    st.builds(
+        lambda k, v, at: (Op.SET, k, v, 1, at),
+        st.sampled_from(KEYS),
+        st.text(max_size=20),
+        st.sampled_from([None, FAR, FAR + 2]),
+    ),
+    st.builds(lambda k: (Op.GET, k, "", 0, None), st.sampled_from(KEYS)),
     st.builds(lambda k: Request(Op.DELETE, k), st.sampled_from(KEYS)),
     st.builds(lambda k: Request(Op.TTL, k), st.sampled_from(KEYS)),
     st.builds(lambda k: Request(Op.EXISTS, k), st.sampled_from(KEYS)),
@@ -88,6 +96,7 @@ def test_failed_batch_write_is_undone_in_full(tmp_path, monkeypatch):
     store.set("ttl", "old", expires_at=FAR)
     store.set("plain", "old")
     store.set("gone", "x")
+    store.set("ttl2", "old", expires_at=FAR)
     before = sorted(store.items())
     size = os.path.getsize(tmp_path / "kv.log")
     real_pwrite = os.pwrite
@@ -103,6 +112,9 @@ def test_failed_batch_write_is_undone_in_full(tmp_path, monkeypatch):
             batch.set("new", "1")
             batch.delete("gone")
             batch.set("new", "2")
+            batch.put("ttl2", "put", None)  # the server's path for decoded SETs
+            batch.put("plain", "put", None)
+            batch.put("fresh", "put", FAR)
             assert batch.get("new") == ("2", None)
             with pytest.raises(BadRequestError):
                 batch.set("", "empty key")
@@ -110,6 +122,7 @@ def test_failed_batch_write_is_undone_in_full(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "pwrite", real_pwrite)
     assert sorted(store.items()) == before
     assert store.expires_at("ttl") == FAR and store.expires_at("plain") is None
+    assert store.expires_at("ttl2") == FAR
     store.set("after", "ok")
     store.close()
     assert _replayed(tmp_path / "kv.log") == sorted([*before, ("after", "ok", None)])

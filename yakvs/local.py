@@ -129,7 +129,7 @@ class LocalBackend(Backend):
                 op, key, value, _, at = request
                 try:
                     if op is _SET:
-                        target.set(key, value, expires_at=at)
+                        target.put(key, value, at)
                         append(OK_LINE)
                         continue
                     found = target.get(key)

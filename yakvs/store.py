@@ -156,6 +156,21 @@ class Store:
             elif key in self._ttl_keys:
                 self._exp.discard(key)
 
+    def put(self, key: str, value: str, at: int | None) -> None:
+        """:meth:`set` for input the protocol decoder validated (key a non-empty str, value a
+        str, ``at`` None or a sane epoch ms): the server's hot path, without the checks."""
+        rec = None
+        if self._log is not None:
+            try:
+                payload = _dumps(("S", key, value, at or 0))
+            except orjson.JSONEncodeError:
+                raise BadRequestError(_NOT_UNICODE) from None
+            rec = b"%08x %b\n" % (crc32(payload), payload)
+        with self._lock:
+            self._append(rec)
+            self._data[key] = value
+            self._exp.replace(key, at)
+
     def get(self, key: str) -> tuple[str, int | None] | None:
         """(value, remaining ms or None for no expiry), or None if missing or expired."""
         with self._lock:
