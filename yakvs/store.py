@@ -513,11 +513,13 @@ class Store:
             if log is None or self._closed or log.rewrite_buf is not None:
                 return
             data = self._data.copy()
-            exps = self._exp.copy()
+            exp_keys, exp_ats = self._exp.snapshot()
             log.rewrite_buf = []  # from now on appends are also kept for the new file
         tmp = self._path + ".rewrite"
         new_fd: int | None = None
         try:
+            exps = dict(zip(exp_keys, exp_ats, strict=True))
+            del exp_keys, exp_ats
             new_fd, size = write_snapshot(tmp, data.items(), exps, now_ms())
             del data, exps
             os.fsync(new_fd)  # the bulk, outside the lock
