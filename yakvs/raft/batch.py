@@ -41,6 +41,10 @@ class WriteBatcher:
         self.batches = 0
         self.commands = 0
 
+    def waiting(self) -> bool:
+        """Writes are queued for the next batch (which follows the one in flight)."""
+        return bool(self._pending)
+
     def ride(self) -> asyncio.Future[bool] | None:
         """A future for the next batch to be proposed, if writes are waiting for one: that
         entry enters the log after this call, so it can serve as a read barrier."""
@@ -130,6 +134,10 @@ class Barrier:
         self._in_flight = False
         self._task: asyncio.Future[None] | None = None
         self.rounds = 0
+
+    def waiting(self) -> bool:
+        """Reads are queued for the next barrier."""
+        return self._next is not None
 
     def wait(self) -> asyncio.Future[None]:
         ride = self._writes.ride() if self._writes is not None else None
