@@ -520,7 +520,12 @@ class Store:
         tmp = self._path + ".rewrite"
         new_fd: int | None = None
         try:
-            exps = dict(zip(exp_keys, exp_ats, strict=True))
+            exps: dict[str, int] = {}
+            for i in range(0, len(exp_keys), 4096):
+                # In slices, offering the GIL in between (see write_snapshot): one C call over
+                # 100k keys would hold it, and stall the event loop's thread, for 10-20 ms.
+                exps.update(zip(exp_keys[i : i + 4096], exp_ats[i : i + 4096], strict=True))
+                time.sleep(0)
             del exp_keys, exp_ats
             new_fd, size = write_snapshot(tmp, data.items(), exps, now_ms())
             del data, exps
