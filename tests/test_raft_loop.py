@@ -68,3 +68,21 @@ def test_commit_notice_under_load_keeps_followers_exact(tmp_path):
             await a.close()
 
     asyncio.run(main())
+
+
+def test_light_compression_interoperates_with_zlib():
+    import zlib
+
+    import pysyncobj.tcp_connection
+
+    from yakvs.raft.loop import COMPRESS_ABOVE, install_light_compression
+
+    install_light_compression()
+    light = pysyncobj.tcp_connection.zlib
+    for data in (b"", b"x", bytes(range(256)) * 20, b"y" * (COMPRESS_ABOVE + 1)):
+        # Ours decodes with plain zlib (a peer without it) and the reverse.
+        assert zlib.decompress(light.compress(data, 3)) == data
+        assert light.decompress(zlib.compress(data, 3)) == data
+    small = bytes(range(256)) * 20
+    assert len(light.compress(small, 3)) > len(small)  # stored, not deflated: cheap
+    assert len(light.compress(b"y" * (COMPRESS_ABOVE + 1), 3)) < 1000  # big ones still shrink
