@@ -145,9 +145,11 @@ class Connection(asyncio.Protocol):
                     if type(obj) is dict:
                         request = self._from_dict(obj, time.time_ns() // _NS_PER_MS)
                         out = execute((request,))
-                        if out is not None:
+                        if out is None:  # the backend must wait (group commit)
+                            self._submit(([request], None))
+                        else:
                             self.transport.write(out)  # type: ignore[union-attr]
-                            return
+                        return
                 except (orjson.JSONDecodeError, YakvsError):
                     pass
             lines = data.split(b"\n")
