@@ -8,6 +8,8 @@ except inside :meth:`Store.deferred_sync`, where the caller acknowledges only af
 :class:`~yakvs.errors.StorageError` and leaves memory exactly as it was. If :meth:`Store.sync`
 fails, the writes it covered stay in memory but were never acknowledged (their outcome is
 unknown); writes are then refused until an automatic rewrite has made the log trustworthy again.
+Inside ``with store.batch() as b:`` (yakvs/_batch.py) the writes of the block reach the log with
+one write when it ends; if that fails, the whole block is undone and StorageError is raised there.
 
 Input. Keys are non-empty strings, values strings; both must be valid Unicode (no lone
 surrogates). ``ttl`` is seconds, > 0 and at most 100 years; ``expires_at`` an int of epoch ms up
