@@ -9,8 +9,8 @@ except inside :meth:`Store.deferred_sync`, where the caller acknowledges only af
 fails, the writes it covered stay in memory but were never acknowledged (their outcome is
 unknown); writes are then refused until an automatic rewrite has made the log trustworthy again.
 
-Input. Keys are non-empty strings, values strings; both must be valid Unicode (no lone
-surrogates). ``ttl`` is seconds, > 0 and at most 100 years; ``expires_at`` an int of epoch ms up
+Input. Keys are non-empty strings, values strings; both valid Unicode, or bytes decoded with
+``surrogateescape`` (from RESP: logged as base64). ``ttl`` is seconds, > 0 and at most 100 years; ``expires_at`` an int of epoch ms up
 to year 9999. Anything else raises :class:`~yakvs.errors.BadRequestError` and changes nothing.
 
 Expiry. Absolute epoch milliseconds. Expired keys are invisible at once; they are removed when
@@ -46,7 +46,7 @@ from yakvs._expiry import (
     expiry_ms,
     now_ms,
 )
-from yakvs._log import LogFile, encode, fsync_dir, write_snapshot
+from yakvs._log import LogFile, binary_payload, encode, fsync_dir, write_snapshot
 from yakvs._replay import apply_records, open_log
 from yakvs.errors import BadRequestError, StorageError
 
@@ -146,7 +146,7 @@ class Store:
             try:
                 payload = _dumps(("S", key, value, at))
             except orjson.JSONEncodeError:
-                raise BadRequestError(_NOT_UNICODE) from None
+                payload = binary_payload(("S", key, value, at))
             rec = b"%08x %b\n" % (crc32(payload), payload)
         with self._lock:
             self._append(rec)
