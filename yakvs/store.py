@@ -10,8 +10,9 @@ fails, the writes it covered stay in memory but were never acknowledged (their o
 unknown); writes are then refused until an automatic rewrite has made the log trustworthy again.
 
 Input. Keys are non-empty strings, values strings; both valid Unicode, or bytes decoded with
-``surrogateescape`` (from RESP: logged as base64). ``ttl`` is seconds, > 0 and at most 100 years; ``expires_at`` an int of epoch ms up
-to year 9999. Anything else raises :class:`~yakvs.errors.BadRequestError` and changes nothing.
+``surrogateescape`` (from RESP: logged as base64). ``ttl`` is seconds, > 0 and at most 100
+years; ``expires_at`` an int of epoch ms up to year 9999. Anything else raises
+:class:`~yakvs.errors.BadRequestError` and changes nothing.
 
 Expiry. Absolute epoch milliseconds. Expired keys are invisible at once; they are removed when
 touched, by an incremental active cycle (Redis's sampling algorithm) and at replay and rewrite.

@@ -1,0 +1,97 @@
+"""Key iteration shared by both backends: Redis glob patterns and a SCAN cursor.
+
+Kept free of any store so the standalone store and the replicated state answer KEYS and SCAN the
+same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from hashlib import blake2b
+
+__all__ = ["glob_to_regex", "key_matches", "scan_keys"]
+
+
+@lru_cache(maxsize=256)
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Redis's ``stringmatchlen`` as a regex: ``*``, ``?``, ``[abc]``, ``[^a-z]``, ``\\x``."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            while i + 1 < n and pattern[i + 1] == "*":
+                i += 1
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "\\" and i + 1 < n:
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            i, cls = _char_class(pattern, i + 1)
+            out.append(cls)
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _char_class(pattern: str, i: int) -> tuple[int, str]:
+    """Parse a ``[...]`` class starting after the ``[``; Redis treats an unclosed one as ending."""
+    n = len(pattern)
+    negate = i < n and pattern[i] == "^"
+    if negate:
+        i += 1
+    parts: list[str] = []
+    while i < n and pattern[i] != "]":
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            i += 1
+            parts.append(re.escape(pattern[i]))
+        elif i + 2 < n and pattern[i + 1] == "-" and pattern[i + 2] != "]":
+            lo, hi = sorted((c, pattern[i + 2]))  # Redis accepts reversed ranges
+            parts.append(f"{re.escape(lo)}-{re.escape(hi)}")
+            i += 2
+        else:
+            parts.append(re.escape(c))
+        i += 1
+    body = "".join(parts)
+    if not body:
+        return i + 1, "[^\\s\\S]" if not negate else "[\\s\\S]"
+    return i + 1, f"[{'^' if negate else ''}{body}]"
+
+
+def key_matches(pattern: str | None, key: str) -> bool:
+    return pattern is None or pattern == "*" or glob_to_regex(pattern).fullmatch(key) is not None
+
+
+def _position(key: str) -> int:
+    # A stable 63-bit position per key: the cursor is a position, so keys added or removed
+    # during a scan never make it skip a key that was there all along (Redis's guarantee).
+    digest = blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 1) or 1
+
+
+def scan_keys(
+    keys: Iterable[str], cursor: int, pattern: str | None, count: int
+) -> tuple[int, list[str]]:
+    """One SCAN step over ``keys``: (next cursor, 0 when done; the matching keys of this step).
+
+    Visits about ``count`` keys in position order from ``cursor``; keys sharing a position are
+    always returned together. O(n) per call: SCAN is for admin use, as is KEYS.
+    """
+    ahead = sorted((p, k) for k in keys if (p := _position(k)) >= cursor)
+    nxt = 0
+    if len(ahead) > count:
+        end = max(count, 1)
+        last = ahead[end - 1][0]
+        while end < len(ahead) and ahead[end][0] == last:
+            end += 1
+        if end < len(ahead):
+            nxt = ahead[end][0]
+        ahead = ahead[:end]
+    return nxt, [k for _, k in ahead if key_matches(pattern, k)]
