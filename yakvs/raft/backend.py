@@ -22,12 +22,13 @@ from yakvs.errors import (
     UnknownCommandError,
     YakvsError,
 )
-from yakvs.protocol import Consistency, Op, Reply, Request
+from yakvs.protocol import REDIS_WRITE_OPS, Consistency, Op, Reply, Request
 from yakvs.raft.node import RaftNode, now_ms
+from yakvs.rediscompat import raft as redis_ops
 
 logger = logging.getLogger(__name__)
 
-_WRITES = (Op.SET, Op.DELETE)
+_WRITES = (Op.SET, Op.DELETE, *REDIS_WRITE_OPS)
 _LOCAL = (Op.PING, Op.STATUS)
 DEFAULT_KEYS_LIMIT = 1000
 NS_PER_MS = 1_000_000
@@ -86,6 +87,8 @@ class RaftBackend(Backend):
     # -- writes ------------------------------------------------------------------------------
 
     def _command(self, req: Request) -> tuple[Any, ...]:
+        if req.op in REDIS_WRITE_OPS:
+            return redis_ops.command(req, now_ms())
         if not req.key:
             raise BadRequestError("Key is required")
         if req.op == Op.SET:
@@ -119,7 +122,9 @@ class RaftBackend(Backend):
             except YakvsError as exc:
                 replies.append(_error(exc))
                 continue
-            if req.op == Op.DELETE and not result:
+            if req.op in REDIS_WRITE_OPS:
+                replies.append(redis_ops.result_reply(result))
+            elif req.op == Op.DELETE and not result:
                 replies.append(_error(KeyNotFoundError()))
             else:
                 replies.append(Reply(ok=True))
@@ -150,6 +155,8 @@ class RaftBackend(Backend):
             info = self.node.status()
             info["version"] = __version__
             return Reply(ok=True, info=info)
+        if req.op in redis_ops.READ_OPS:
+            return redis_ops.read(state, req, now)
         if req.op == Op.KEYS:
             limit = req.limit if req.limit > 0 else DEFAULT_KEYS_LIMIT
             return Reply(ok=True, keys=tuple(state.keys(req.prefix, limit, now)))
