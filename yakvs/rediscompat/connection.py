@@ -120,8 +120,9 @@ class RespConnection(asyncio.Protocol):
             if close:
                 pending.clear()
             self._run(plan, close)
-            if not pending and not close and self._parser.buffered:
-                self._pull()  # commands left in the parser while the queue was full
+            if not pending and not close:
+                # Commands left in the parser (or parsed ahead by hiredis) while the queue was full.
+                self._pull()
         if self._closing and self._task is None and not pending:
             self._close()
             return
