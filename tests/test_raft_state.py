@@ -93,8 +93,17 @@ def test_single_node_backend_batches_and_serves(tmp_path):
             assert all(r[0].ok for r in results)
             assert node.writes.batches - batches <= 5
             assert node.state.live_count() == 201
+            # Reads arriving while writes wait ride on the write batch, not on a barrier,
+            # and still see every write acknowledged before they arrived.
+            rounds = node.barrier.rounds
+            mixed = await asyncio.gather(*(
+                backend.execute([Request(Op.SET, f"m{i}", "w")] if i % 2 else
+                                [Request(Op.GET, f"k{i}")]) for i in range(100)))
+            assert all(r[0].ok for r in mixed)
+            assert all(r[0].value == "v" for i, r in enumerate(mixed) if i % 2 == 0)
+            assert node.barrier.rides >= 40 and node.barrier.rounds - rounds <= 2
             info = (await backend.execute([Request(Op.STATUS)]))[0].info
-            assert info["role"] == "leader" and info["keys"] == 201
+            assert info["role"] == "leader" and info["keys"] == 251
             assert info["members"] == [{"id": "solo", "raft": raft, "tcp": tcp, "api": api}]
             assert now_ms() > 0
         finally:

@@ -129,6 +129,24 @@ class Batch:
         elif key in ttl_keys:
             self._exp.discard(key)
 
+    def put(self, key: str, value: str, at: int | None) -> None:
+        """:meth:`set` for input the protocol decoder validated (key a non-empty str, value a
+        str, ``at`` None or a sane epoch ms): the server's hot path, without the checks."""
+        pending = self._pending
+        if pending is None:
+            self._data[key] = value
+            self._exp.replace(key, at)
+            return
+        try:
+            payload = _dumps(("S", key, value, at or 0))
+        except _JSONError:
+            raise BadRequestError(_NOT_UNICODE) from None
+        pending.append(b"%08x %b\n" % (crc32(payload), payload))
+        data = self._data
+        old = data.get(key)
+        data[key] = value
+        self._undo.append((key, old, self._exp.replace(key, at)))  # type: ignore[union-attr]
+
     def get(self, key: str) -> tuple[str, int | None] | None:
         value = self._data.get(key)
         if value is None:

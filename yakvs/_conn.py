@@ -18,11 +18,13 @@ import orjson
 
 from yakvs.errors import BadRequestError, TooLargeError, UnavailableError, YakvsError
 from yakvs.protocol import (
+    FastRequest,
     LineBuffer,
     Reply,
     Request,
     encode_reply,
     error_reply,
+    fast_request,
     request_from_dict,
 )
 from yakvs.rediscompat.connection import RespConnection
@@ -40,7 +42,7 @@ _NS_PER_MS = 1_000_000
 MAX_BATCH = 64
 _INVALID = error_reply(BadRequestError("Invalid command format"))
 _NOT_OBJECT = error_reply(BadRequestError("Invalid command format: expected a JSON object"))
-_Batch = tuple[list[Request], list[tuple[int, Reply]] | None]
+_Batch = tuple[list[Request | FastRequest], list[tuple[int, Reply]] | None]
 # Queued after the last batch when the connection must close once that batch is answered.
 _CLOSE: _Batch = ([], None)
 
@@ -55,6 +57,7 @@ class Connection(asyncio.Protocol):
         "_execute_encoded",
         "_execute_now",
         "_first",
+        "_from_dict",
         "_head",
         "_held",
         "_max_line",
@@ -73,6 +76,8 @@ class Connection(asyncio.Protocol):
         # The optional synchronous fast path (LocalBackend without fsync=always).
         self._execute_now = getattr(server.backend, "try_execute_now", None)
         self._execute_encoded = getattr(server.backend, "try_execute_encoded", None)
+        # A backend with that fast path also takes plain SET/GET decoded as tuples, not Requests.
+        self._from_dict = request_from_dict if self._execute_encoded is None else fast_request
         self._buffer = LineBuffer(server.config.max_request_size)
         self._max_line = server.config.max_request_size
         self._queue: deque[_Batch] = deque()
@@ -224,16 +229,16 @@ class Connection(asyncio.Protocol):
     # --- batches ---------------------------------------------------------------------------------
 
     def _decode(self, lines: list[bytes]) -> _Batch:
-        requests: list[Request] = []
+        requests: list[Request | FastRequest] = []
         errors: list[tuple[int, Reply]] | None = None
         now_ms = time.time_ns() // _NS_PER_MS
-        loads = orjson.loads
+        loads, from_dict = orjson.loads, self._from_dict
         for line in lines:
             try:
                 obj = loads(line)
                 if type(obj) is not dict:
                     raise TypeError
-                requests.append(request_from_dict(obj, now_ms))
+                requests.append(from_dict(obj, now_ms))
                 continue
             except orjson.JSONDecodeError:
                 if not line.strip():

@@ -20,12 +20,14 @@ from yakvs.protocol import (
     OK_LINE,
     PONG,
     REDIS_WRITE_OPS,
+    FastRequest,
     Op,
     Reply,
     Request,
     encode_reply,
     encode_value_reply,
     error_reply,
+    to_request,
 )
 from yakvs.rediscompat.local import handlers as redis_handlers
 
@@ -97,13 +99,13 @@ class LocalBackend(Backend):
         if self._tick_interval > 0:
             self._tick_handle = self._loop.call_later(self._tick_interval, self._tick)
 
-    def try_execute_now(self, requests: Sequence[Request]) -> list[Reply] | None:
+    def try_execute_now(self, requests: Sequence[Request | FastRequest]) -> list[Reply] | None:
         """Replies at once when no durability wait is needed, else None (use :meth:`execute`)."""
         if self.group_commit:
             return None
         return self.run(requests)
 
-    def try_execute_encoded(self, requests: Sequence[Request]) -> bytes | None:
+    def try_execute_encoded(self, requests: Sequence[Request | FastRequest]) -> bytes | None:
         """Like :meth:`try_execute_now`, but returns the reply lines ready to write.
 
         The server's hottest path: SET and GET answer without building a Reply object at all,
@@ -111,6 +113,8 @@ class LocalBackend(Backend):
         """
         if self.group_commit:
             return None
+        if len(requests) == 1:  # unpipelined: a batch of one would only add its own overhead
+            return self._run_encoded(self.store, requests)
         try:
             with self.store.batch() as batch:
                 return self._run_encoded(batch, requests)
@@ -119,12 +123,33 @@ class LocalBackend(Backend):
             # each command gets its own outcome (some may fit on the disk, others not).
             return self._run_encoded(self.store, requests)
 
-    def _run_encoded(self, target: _Target, requests: Sequence[Request]) -> bytes:
+    def _run_encoded(self, target: _Target, requests: Sequence[Request | FastRequest]) -> bytes:
         out: list[bytes] = []
         append = out.append
         handlers = self._handlers
         for request in requests:
-            op = request.op
+            if type(request) is tuple:  # a plain SET or GET, its expiry already pinned
+                op, key, value, _, at = request
+                try:
+                    if op is _SET:
+                        target.put(key, value, at)
+                        append(OK_LINE)
+                        continue
+                    found = target.get(key)
+                except YakvsError as exc:
+                    append(encode_reply(error_reply(exc)))
+                    continue
+                except Exception:
+                    logger.exception("request %s failed", op)
+                    append(encode_reply(_INTERNAL))
+                    continue
+                if found is None:
+                    append(_NOT_FOUND_LINE)
+                else:
+                    ms = found[1]
+                    append(encode_value_reply(found[0], -1 if ms is None else ms * NS_PER_MS))
+                continue
+            op = request.op  # type: ignore[union-attr]
             try:
                 if op is _SET:
                     if request.expires_at is None and request.expires_in:
@@ -148,7 +173,8 @@ class LocalBackend(Backend):
                 append(encode_reply(_INTERNAL))
         return b"".join(out)
 
-    async def execute(self, requests: Sequence[Request]) -> list[Reply]:
+    async def execute(self, requests: Sequence[Request | FastRequest]) -> list[Reply]:
+        requests = [to_request(r) for r in requests]
         if not self.group_commit:
             return self.run(requests)
         with self.store.deferred_sync():
@@ -161,8 +187,9 @@ class LocalBackend(Backend):
             ]
         return replies
 
-    def run(self, requests: Sequence[Request]) -> list[Reply]:
+    def run(self, requests: Sequence[Request | FastRequest]) -> list[Reply]:
         """Execute ``requests`` in order, synchronously, as one store batch; errors are replies."""
+        requests = [to_request(r) for r in requests]
         try:
             with self.store.batch() as batch:
                 return self._run(batch, requests)

@@ -157,6 +157,21 @@ class Store:
             elif key in self._ttl_keys:
                 self._exp.discard(key)
 
+    def put(self, key: str, value: str, at: int | None) -> None:
+        """:meth:`set` for input the protocol decoder validated (key a non-empty str, value a
+        str, ``at`` None or a sane epoch ms): the server's hot path, without the checks."""
+        rec = None
+        if self._log is not None:
+            try:
+                payload = _dumps(("S", key, value, at or 0))
+            except orjson.JSONEncodeError:
+                raise BadRequestError(_NOT_UNICODE) from None
+            rec = b"%08x %b\n" % (crc32(payload), payload)
+        with self._lock:
+            self._append(rec)
+            self._data[key] = value
+            self._exp.replace(key, at)
+
     def get(self, key: str) -> tuple[str, int | None] | None:
         """(value, remaining ms or None for no expiry), or None if missing or expired."""
         with self._lock:
@@ -499,11 +514,13 @@ class Store:
             if log is None or self._closed or log.rewrite_buf is not None:
                 return
             data = self._data.copy()
-            exps = self._exp.copy()
+            exp_keys, exp_ats = self._exp.snapshot()
             log.rewrite_buf = []  # from now on appends are also kept for the new file
         tmp = self._path + ".rewrite"
         new_fd: int | None = None
         try:
+            exps = dict(zip(exp_keys, exp_ats, strict=True))
+            del exp_keys, exp_ats
             new_fd, size = write_snapshot(tmp, data.items(), exps, now_ms())
             del data, exps
             os.fsync(new_fd)  # the bulk, outside the lock

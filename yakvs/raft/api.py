@@ -138,6 +138,8 @@ async def metrics(request: web.Request) -> web.Response:
         "# TYPE yakvs_raft_writes_total counter", f"yakvs_raft_writes_total {node.writes.commands}",
         "# TYPE yakvs_raft_barriers_total counter",
         f"yakvs_raft_barriers_total {node.barrier.rounds}",
+        "# TYPE yakvs_raft_reads_on_write_batches_total counter",
+        f"yakvs_raft_reads_on_write_batches_total {node.barrier.rides}",
     ]
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

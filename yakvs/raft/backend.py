@@ -94,8 +94,11 @@ class RaftBackend(Backend):
         if req.op == Op.SET:
             if req.expires_in < 0:
                 raise BadRequestError("expires_in must not be negative")
-            # The receiving node fixes the absolute expiry; replicas never read their clocks.
-            expiry = now_ms() + req.expires_in // NS_PER_MS if req.expires_in > 0 else None
+            # The receiving node fixes the absolute expiry (the server pins it when the line
+            # arrives, rounding sub-millisecond TTLs up); replicas never read their clocks.
+            expiry = req.expires_at
+            if expiry is None and req.expires_in > 0:
+                expiry = now_ms() + max(1, req.expires_in // NS_PER_MS)
             return ("set", req.key, req.value, expiry)
         return ("del", req.key, now_ms())
 

@@ -39,8 +39,19 @@ class WriteBatcher:
         self._in_flight = False
         self._scheduled = False
         self._task: asyncio.Future[list[Any]] | None = None
+        # Reads riding on the next batch (see Barrier.wait); resolved True if it committed.
+        self._riders: list[asyncio.Future[bool]] = []
         self.batches = 0
         self.commands = 0
+
+    def ride(self) -> asyncio.Future[bool] | None:
+        """A future for the next batch to be proposed, if writes are waiting for one: that
+        entry enters the log after this call, so it can serve as a read barrier."""
+        if not self._pending:
+            return None
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._riders.append(fut)
+        return fut
 
     def submit(self, cmd: tuple[Any, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -66,6 +77,7 @@ class WriteBatcher:
             if take >= MAX_BATCH_COMMANDS or size >= MAX_BATCH_BYTES:
                 break
         batch, self._pending = self._pending[:take], self._pending[take:]
+        riders, self._riders = self._riders, []
         self._in_flight = True
         self.batches += 1
         self.commands += len(batch)
@@ -73,11 +85,15 @@ class WriteBatcher:
         task: asyncio.Future[list[Any]] = asyncio.ensure_future(  # noqa: RUF006
             self._propose([cmd for cmd, _ in batch]))
         self._task = task
-        task.add_done_callback(lambda t: self._done(t, batch))
+        task.add_done_callback(lambda t: self._done(t, batch, riders))
 
-    def _done(self, task: asyncio.Task[list[Any]], batch: list[Any]) -> None:
+    def _done(self, task: asyncio.Task[list[Any]], batch: list[Any],
+              riders: list[asyncio.Future[bool]]) -> None:
         self._in_flight = False
         exc = task.exception()
+        for rider in riders:
+            if not rider.done():
+                rider.set_result(exc is None)
         if exc is not None and not isinstance(exc, YakvsError):
             logger.error("replicating a batch failed: %r", exc)
         for i, (_, fut) in enumerate(batch):
@@ -93,24 +109,50 @@ class WriteBatcher:
         for _, fut in self._pending:
             if not fut.done():
                 fut.set_exception(exc)
-        self._pending = []
+        for rider in self._riders:
+            if not rider.done():
+                rider.set_result(False)
+        self._pending, self._riders = [], []
 
 
 class Barrier:
     """Linearizable reads: wait for a no-op that entered the log *after* the read arrived.
 
     One barrier is shared by every read waiting for it. A read arriving while one is in flight
-    waits for the next one: the in-flight barrier may precede a write acknowledged since.
+    waits for the next one: the in-flight barrier may precede a write acknowledged since. When
+    writes are queued for the next batch, reads ride on that batch instead (any entry proposed
+    after the read arrived will do), and fall back to a barrier if it fails.
     """
 
-    def __init__(self, propose: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, propose: Callable[[], Awaitable[None]],
+                 writes: WriteBatcher | None = None) -> None:
         self._propose = propose
+        self._writes = writes
+        self.rides = 0
         self._next: asyncio.Future[None] | None = None
         self._in_flight = False
         self._task: asyncio.Future[None] | None = None
         self.rounds = 0
 
     def wait(self) -> asyncio.Future[None]:
+        ride = self._writes.ride() if self._writes is not None else None
+        if ride is None:
+            return self._wait_barrier()
+        self.rides += 1
+        out: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def landed(f: asyncio.Future[bool]) -> None:
+            if out.done():
+                return
+            if not f.cancelled() and f.result():
+                out.set_result(None)
+            else:
+                self._wait_barrier().add_done_callback(lambda b: _copy(b, out))
+
+        ride.add_done_callback(landed)
+        return out
+
+    def _wait_barrier(self) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         if self._next is None:
             self._next = loop.create_future()
@@ -138,3 +180,14 @@ class Barrier:
                 fut.set_result(None)
         if self._next is not None:
             asyncio.get_running_loop().call_soon(self._start)
+
+
+def _copy(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:
+    if dst.done():
+        return
+    if src.cancelled():
+        dst.cancel()
+    elif src.exception() is not None:
+        dst.set_exception(src.exception())  # type: ignore[arg-type]
+    else:
+        dst.set_result(None)

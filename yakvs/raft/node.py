@@ -56,7 +56,7 @@ class RaftNode:
         self.state = KVState()
         self.raft_addr = config.raft
         self.writes = WriteBatcher(self._propose_batch)
-        self.barrier = Barrier(self._propose_barrier)
+        self.barrier = Barrier(self._propose_barrier, self.writes)
         self.left = False
         # Set once the client port listens (the CLI knows when); /readyz waits for it.
         self.serving = False
