@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from yakvs.protocol import Reply, Request
+from yakvs.rediscompat import fast
 from yakvs.rediscompat.admin import Session
 from yakvs.rediscompat.commands import QUIT, Call, Planned, dispatch
 from yakvs.rediscompat.replies import OK, error
@@ -38,6 +40,7 @@ class RespConnection(asyncio.Protocol):
         self._server = server
         self._backend = server.backend
         self._execute_now = getattr(server.backend, "try_execute_now", None)
+        self._store = fast.store_for(server.backend)
         self._parser = RespParser(server.config.max_request_size)
         self._pending: deque[list[bytes] | RespProtocolError] = deque()
         self._task: asyncio.Future[list[Reply]] | None = None
@@ -76,7 +79,32 @@ class RespConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        self._parser.feed(data)
+        parser = self._parser
+        parser.feed(data)
+        store = self._store
+        if store is not None and self._task is None and not self._pending and not (
+            self._paused_write
+        ):
+            # The hot path: plain GET/SET straight to the store (see rediscompat.fast).
+            commands: list[list[bytes]] = []
+            try:
+                while len(commands) < MAX_BATCH:
+                    argv = parser.next_command()
+                    if argv is None:
+                        break
+                    commands.append(argv)
+            except RespProtocolError:
+                self._pending.extend(commands)
+                self._pull()  # queues the error after the commands
+                self._pump()
+                return
+            if commands and fast.plain(commands):
+                self.session.last_active = time.monotonic()
+                self.transport.write(fast.run(store, commands))  # type: ignore[union-attr]
+                if len(commands) < MAX_BATCH:
+                    return
+            else:
+                self._pending.extend(commands)
         self._pull()
         self._pump()
 
@@ -130,8 +158,7 @@ class RespConnection(asyncio.Protocol):
 
     def _run(self, plan: list[Planned], close: bool) -> None:
         requests: list[Request] = [p.request for p in plan if isinstance(p, Call)]
-        if self.session is not None and plan:
-            self.session.last_active = asyncio.get_running_loop().time()
+        self.session.last_active = time.monotonic()
         if not requests:
             self._write(plan, [], close)
             return
