@@ -176,3 +176,31 @@ def test_resp_client_over_the_client_limit_is_refused(tmp_path: Path) -> None:
             extra.ping()
         for c in [*held, extra]:
             c.close()
+
+
+def test_partial_requests_share_the_server_buffer_budget(tmp_path: Path) -> None:
+    with run_server(tmp_path, max_buffered_bytes=200_000) as handle:
+        addr = (handle.host, handle.port)
+        head = b"*2\r\n$4\r\nECHO\r\n$300000\r\n"
+        first = socket.create_connection(addr, 5)
+        first.sendall(head + b"a" * 150_000)
+        deadline = time.monotonic() + 5
+        while handle.server.buffered_bytes < 150_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with socket.create_connection(addr, 5) as second:
+            second.sendall(head + b"b" * 150_000)
+            assert _drain(second) == b"-ERR server is out of request buffer space\r\n"
+        first.sendall(b"a" * 150_000 + b"\r\n")  # the first client is still served
+        first.settimeout(5)
+        want = b"$300000\r\n" + b"a" * 300_000 + b"\r\n"
+        got = b""
+        while len(got) < len(want):
+            chunk = first.recv(65536)
+            assert chunk
+            got += chunk
+        assert got == want
+        first.close()
+        deadline = time.monotonic() + 5
+        while handle.server.buffered_bytes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert handle.server.buffered_bytes == 0

@@ -45,6 +45,7 @@ class RespConnection(asyncio.Protocol):
         self._pending: deque[list[bytes] | RespProtocolError] = deque()
         self._task: asyncio.Future[list[Reply]] | None = None
         self._closing = False
+        self._held = 0  # parser bytes counted in server.buffered_bytes
         self._paused_write = False
         self._paused_reading = False
         self.transport: asyncio.Transport | None = transport
@@ -64,6 +65,7 @@ class RespConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
         self._closing = True
         self._pending.clear()
         self._server.connections.discard(self)  # type: ignore[arg-type]
@@ -102,11 +104,32 @@ class RespConnection(asyncio.Protocol):
                 self.session.last_active = time.monotonic()
                 self.transport.write(fast.run(store, commands))  # type: ignore[union-attr]
                 if len(commands) < MAX_BATCH:
+                    if self._held or parser.buffered:
+                        self._account()
                     return
             else:
                 self._pending.extend(commands)
         self._pull()
         self._pump()
+        self._account()
+
+    def _account(self) -> None:
+        # Unparsed request bytes of all clients share the server's budget with JSON lines: a
+        # client that pushes past it (after 64 KiB of its own) is told so and closed.
+        held = self._parser.buffered
+        server = self._server
+        server.buffered_bytes += held - self._held
+        self._held = held
+        if held > 65536 and server.buffered_bytes > server.config.max_buffered_bytes:
+            logger.warning("closing %s: request buffers of all clients are full", self.peer)
+            self._release()
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(error("ERR server is out of request buffer space"))
+            self._close()
+
+    def _release(self) -> None:
+        self._server.buffered_bytes -= self._held
+        self._held = 0
 
     def eof_received(self) -> bool | None:
         if self._task is None and not self._pending:
