@@ -10,7 +10,10 @@ from yakvs.errors import YakvsError
 from yakvs.protocol import (
     MAX_EXPIRES_IN_NS,
     Op,
+    Reply,
     Request,
+    encode_reply,
+    encode_value_reply,
     fast_request,
     request_from_dict,
     to_request,
@@ -66,3 +69,9 @@ def test_plain_set_and_get_take_the_tuple_form(obj, fast):
 def test_sub_millisecond_ttl_rounds_up_in_the_fast_form():
     got = fast_request({"op": "SET", "key": "k", "value": "v", "expires_in": 1}, NOW)
     assert to_request(got) == Request(Op.SET, "k", "v", 1, expires_at=NOW + 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(), ttl=st.one_of(st.just(-1), st.integers(1, 2**62)))
+def test_value_reply_bytes_equal_the_generic_encoder(value, ttl):
+    assert encode_value_reply(value, ttl) == encode_reply(Reply(value=value, ttl=ttl))

@@ -150,6 +150,7 @@ MSG_UNKNOWN_COMMAND = "Unknown command"
 MSG_INVALID_FORMAT = "Invalid command format"
 
 NS_PER_MS = 1_000_000
+_dumps = orjson.dumps
 # Longest accepted expires_in: ten years. Bounds absolute expiry times to sane epoch values and
 # keeps every TTL within Go's int64 Duration.
 MAX_EXPIRES_IN_NS = 10 * 366 * 24 * 3600 * 1_000_000_000
@@ -403,11 +404,11 @@ def encode_reply(reply: Reply) -> bytes:
 
 def encode_value_reply(value: str, ttl: int) -> bytes:
     """The line of ``Reply(value=value, ttl=ttl)``, without building the Reply (GET's hot path)."""
-    obj = {"status": "success", "value": value, "ttl": ttl}
+    # Byte for byte what encode_reply writes for it; formatting is faster than a dict dump.
     try:
-        return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
-    except orjson.JSONEncodeError:
-        return _dumps_lossy(obj)
+        return b'{"status":"success","value":%b,"ttl":%d}\n' % (_dumps(value), ttl)
+    except orjson.JSONEncodeError:  # bytes set over RESP that are not UTF-8
+        return _dumps_lossy({"status": "success", "value": value, "ttl": ttl})
 
 
 def to_valid_unicode(text: str) -> str:

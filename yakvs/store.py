@@ -60,6 +60,7 @@ _CYCLE_BUDGET_S = 0.005  # active expiry time per tick; ticks come ~10 times a s
 _REWRITE_RETRY_S = 60.0
 _NOT_UNICODE = "key and value must be valid Unicode (no lone surrogates)"
 _dumps = orjson.dumps
+_time_ns = time.time_ns
 
 
 @dataclass
@@ -178,10 +179,9 @@ class Store:
             value = self._data.get(key)
             if value is None:
                 return None
-            at = self._exp.get(key)
-            if at is None:
+            if key not in self._ttl_keys:
                 return value, None
-            left = at - now_ms()
+            left = self._exp.get(key) - _time_ns() // 1_000_000  # type: ignore[operator]
             if left > 0:
                 return value, left
             self._reclaim([key])
