@@ -13,8 +13,10 @@ from yakvs.raft.state import KVState
 from yakvs.rediscompat import raft as redis_ops
 from yakvs.rediscompat.admin import Session
 from yakvs.rediscompat.commands import Call, dispatch
+from yakvs.rediscompat.fast import split_arrays
 from yakvs.rediscompat.keyspace import key_matches, scan_keys
 from yakvs.rediscompat.sniff import sniff
+from yakvs.resp import RespParser, encode_command
 
 _names = st.text(alphabet="abc*?[]^-\\", max_size=8)
 
@@ -105,3 +107,22 @@ def test_replicated_apply_decides_nx_xx_get_and_expiry() -> None:
     assert run(Request(Op.DEL, args=("a", "zz", "a"))) == 1
     assert redis_ops.read(state, Request(Op.MGET, args=("a", "b")), now).result == [None, "2"]
     assert run(Request(Op.FLUSH)) is True and state.live_count() == 0
+
+
+_arg = st.binary(max_size=12) | st.sampled_from([b"\r\n", b"$3", b"*2", b"a\r\n$1\r\nb"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(commands=st.lists(st.lists(_arg, min_size=1, max_size=4), min_size=1, max_size=6),
+       tail=st.sampled_from([b"", b"*", b"*1\r\n", b"\r\n", b"x"]))
+def test_fast_split_agrees_with_the_parser(commands: list[list[bytes]], tail: bytes) -> None:
+    data = b"".join(encode_command(*argv) for argv in commands) + tail
+    split = split_arrays(data, 1 << 20, 1 << 20)
+    if split is None:
+        return  # the general parser decides
+    parser = RespParser()
+    parser.feed(data)
+    parsed = []
+    while (argv := parser.next_command()) is not None:
+        parsed.append(argv)
+    assert split == parsed and parser.idle

@@ -212,6 +212,16 @@ class RespParser:
         return self._fast is not None
 
     @property
+    def idle(self) -> bool:
+        """Nothing buffered, nothing parsed ahead, no error: the next byte starts a command."""
+        return (
+            self._pos >= len(self._buf)
+            and not self._mb_left
+            and not self._ready
+            and self._error is None
+        )
+
+    @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as commands (for backpressure and tests)."""
         return len(self._buf) - self._pos + sum(len(c) for c in self._argv)

@@ -82,12 +82,21 @@ class RespConnection(asyncio.Protocol):
         if self._closing:
             return
         parser = self._parser
-        parser.feed(data)
         store = self._store
-        if store is not None and self._task is None and not self._pending and not (
+        hot = store is not None and self._task is None and not self._pending and not (
             self._paused_write
-        ):
+        )
+        if hot and data[:1] == b"*" and parser.idle and len(data) <= parser.max_command_size:
+            # Whole arrays in this read (the usual case): split them without the parser.
+            split = fast.split_arrays(data, parser.max_bulk_len, parser.max_multibulk_len)
+            if split is not None and len(split) <= MAX_BATCH and fast.plain(split):
+                self.session.last_active = time.monotonic()
+                self.transport.write(fast.run(store, split))  # type: ignore[union-attr,arg-type]
+                return
+        parser.feed(data)
+        if hot:
             # The hot path: plain GET/SET straight to the store (see rediscompat.fast).
+            assert store is not None
             commands: list[list[bytes]] = []
             try:
                 while len(commands) < MAX_BATCH:

@@ -28,6 +28,50 @@ def store_for(backend: Any) -> Store | None:
     return None
 
 
+def split_arrays(data: bytes, max_bulk: int, max_count: int) -> list[list[bytes]] | None:
+    """Whole RESP arrays of bulk strings, when ``data`` is exactly that and nothing unusual.
+
+    One C-level split on CRLF instead of the general parser (about 10x less work for pipelined
+    commands). Each ``$n`` must equal the length of the piece after it; if a bulk held a CRLF,
+    the pieces would not match and None sends the bytes to the general parser, as it does for
+    anything else it might judge differently (partial data, odd counts, limits, inline).
+    """
+    parts = data.split(b"\r\n")
+    if parts.pop() != b"":
+        return None
+    n = len(parts)
+    head = parts[0]
+    if len(head) == 2 and 0x31 <= head[1] <= 0x39:  # "*1".."*9": try "all commands alike"
+        c = head[1] - 0x30
+        stride = 2 * c + 1
+        if n % stride == 0 and c <= max_count and parts[::stride].count(head) == n // stride:
+            for k in range(1, stride, 2):
+                args = parts[k + 1 :: stride]
+                if parts[k::stride] != [b"$%d" % len(a) for a in args] or (
+                    max(map(len, args)) > max_bulk
+                ):
+                    return None
+            return [parts[j + 2 : j + stride : 2] for j in range(0, n, stride)]
+    i = 0
+    out: list[list[bytes]] = []
+    while i < n:
+        head = parts[i]
+        count = head[1:]
+        if head[:1] != b"*" or not count.isdigit() or len(count) > 6 or count[0] == 0x30:
+            return None
+        c = int(count)
+        end = i + 1 + 2 * c
+        if end > n or c > max_count:
+            return None
+        argv = parts[i + 2 : end : 2]
+        for size, arg in zip(parts[i + 1 : end : 2], argv, strict=True):
+            if size[:1] != b"$" or size[1:] != b"%d" % len(arg) or len(arg) > max_bulk:
+                return None
+        out.append(argv)
+        i = end
+    return out
+
+
 def plain(commands: list[list[bytes]]) -> bool:
     """Whether every command is ``GET key`` or ``SET key value`` with a non-empty key."""
     for argv in commands:
