@@ -58,3 +58,25 @@ def test_one_shot_commands_and_pipe_bulk_load(tmp_path: Path) -> None:
         _cli(port, "MSET", *[f"s:{i}" for i in range(1000) for _ in (0, 1)])
         scanned = _cli(port, "--scan", "--pattern", "s:*").stdout.split()
         assert sorted(scanned) == sorted(b"s:%d" % i for i in range(1000))
+
+
+def test_interactive_redis_cli_starts_and_runs_commands(tmp_path: Path) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    with spawn_server(tmp_path) as server:
+        assert REDIS_CLI is not None
+        child = pexpect.spawn(REDIS_CLI, ["-p", str(server.port)], timeout=10, encoding="utf-8")
+        try:
+            prompt = f"127.0.0.1:{server.port}> "
+            child.expect_exact(prompt)  # startup (COMMAND DOCS for hints) went through
+            child.send("SET k hello\r")  # linenoise takes CR, not LF, as Enter
+            child.expect_exact("OK")
+            child.expect_exact(prompt)
+            child.send("GET k\r")
+            child.expect_exact('"hello"')
+            child.expect_exact(prompt)
+            child.send("NOPE 1\r")
+            child.expect_exact("(error) ERR unknown command 'NOPE', with args beginning with: '1'")
+            child.send("QUIT\r")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)
