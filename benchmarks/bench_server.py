@@ -5,6 +5,10 @@ on free loopback ports, preloads both, then runs jsonload against each alternate
 times per scenario, and prints medians and ratios. Not a test: run it by hand.
 
     python benchmarks/bench_server.py [--rounds 3] [--fsync everysec] [--jsonload /tmp/jsonload]
+
+``--baseline DIR`` also runs the yakvs found in DIR (e.g. ``git archive <rev> yakvs | tar -x -C
+DIR``) in the same alternation, so a change is measured against the old code under the same
+machine load; the table then shows the baseline's ratio to Redis as well.
 """
 
 from __future__ import annotations
@@ -99,6 +103,7 @@ def main() -> int:
     ap.add_argument("-d", type=int, default=100)
     ap.add_argument("--only", help="comma list like set16,get1")
     ap.add_argument("--floor", action="store_true", help="also measure a do-nothing uvloop server")
+    ap.add_argument("--baseline", help="folder holding another version's yakvs/ to compare")
     args = ap.parse_args()
     tool = ensure_jsonload(args.jsonload)
     if shutil.which("redis-server") is None:
@@ -116,6 +121,16 @@ def main() -> int:
          "--appendonly", "no", "--dir", workdir],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
+    bport = free_port()
+    baseline = None
+    if args.baseline:
+        env = {**os.environ, "PYTHONPATH": os.path.abspath(args.baseline)}
+        baseline = subprocess.Popen(
+            [sys.executable, "-m", "yakvs.cli.server", "--addr", f"127.0.0.1:{bport}",
+             "--log", os.path.join(workdir, "base.log"), "--fsync", args.fsync,
+             "--log-level", "warning"],
+            env=env, cwd=workdir,
+        )  # fmt: skip
     fport = free_port()
     floor = (
         subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(fport)]) if args.floor else None
@@ -125,10 +140,13 @@ def main() -> int:
     try:
         if floor is not None:
             wait_port(fport)
+        if baseline is not None:
+            wait_port(bport)
         wait_port(yport)
         wait_port(rport)
         per_conn = max(1, args.k // args.c)
-        for port, proto in ((yport, "json"), (rport, "resp")):  # every key exists for GET runs
+        preload = [(yport, "json"), (rport, "resp")] + ([(bport, "json")] if baseline else [])
+        for port, proto in preload:  # every key exists for GET runs
             jsonload(
                 tool,
                 port,
@@ -141,14 +159,18 @@ def main() -> int:
         for op, p, _ in SCENARIOS:
             if args.only and f"{op}{p}" not in args.only.split(","):
                 continue
-            runs = results.setdefault((op, p), {"yakvs": [], "redis": [], "floor": []})
+            runs = results.setdefault(
+                (op, p), {"yakvs": [], "redis": [], "floor": [], "baseline": []}
+            )
             for _ in range(args.rounds):
+                if baseline is not None:
+                    runs["baseline"].append(jsonload(tool, bport, "json", op, p, args))
                 runs["yakvs"].append(jsonload(tool, yport, "json", op, p, args))
                 runs["redis"].append(jsonload(tool, rport, "resp", op, p, args))
                 if floor is not None:
                     runs["floor"].append(jsonload(tool, fport, "json", op, p, args))
     finally:
-        for proc in (yakvs, redis, floor):
+        for proc in (yakvs, redis, floor, baseline):
             if proc is None:
                 continue
             proc.terminate()
@@ -166,6 +188,8 @@ def main() -> int:
     head += f"{'y p50ms':>9}{'y p99ms':>9}{'r p99ms':>9}  ok"
     if args.floor:
         head += f"{'floor/redis':>13}"
+    if args.baseline:
+        head += f"{'base/redis':>12}{'b p99ms':>9}"
     print(head)
     print("-" * len(head))
     for op, p, target in SCENARIOS:
@@ -182,6 +206,10 @@ def main() -> int:
         )
         if runs["floor"]:
             line += f"{statistics.median(x[0] for x in runs['floor']) / r[0]:>13.2f}"
+        if runs["baseline"]:
+            b_rps = statistics.median(x[0] for x in runs["baseline"])
+            b_p99 = statistics.median(x[2] for x in runs["baseline"])
+            line += f"{b_rps / r[0]:>12.2f}{b_p99:>9.2f}"
         print(line)
     return 0
 

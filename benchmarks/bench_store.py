@@ -65,6 +65,20 @@ def bench_append(folder: Path, n: int, size: int) -> dict[str, tuple[float, floa
                 for k in keys:
                     set_(k, value)
             out[f"set() {label}"] = (t.wall, t.cpu)
+    # The server's path: one batch per read (16 pipelined SETs), one write per batch.
+    with Store(path=folder / "append3.log", fsync="no", background=False) as s:
+        with _Timer(n) as t:
+            for i in range(0, n, 16):
+                with s.batch() as b:
+                    for k in keys[i : i + 16]:
+                        b.set(k, value)
+        out["batch.set() log, fsync=no, 16 per batch"] = (t.wall, t.cpu)
+        with _Timer(n) as t:
+            for i in range(0, n, 16):
+                with s.batch() as b:
+                    for k in keys[i : i + 16]:
+                        b.put(k, value, None)
+        out["batch.put() (decoded SET), 16 per batch"] = (t.wall, t.cpu)
     with Store(path=folder / "append2.log", fsync="always", background=False) as s:
         with _Timer(500) as t:
             for k in keys[:500]:

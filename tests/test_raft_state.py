@@ -157,3 +157,38 @@ def test_aead_encryptor_authenticates_and_never_repeats_a_nonce():
             b.decrypt(bad)
     with pytest.raises(InvalidToken):
         AeadEncryptor("other").decrypt(tokens[1])
+
+
+def test_expiry_index_never_loses_a_key():
+    """Random writes against the leader's sample/propose/apply cycle: every key whose expiry
+    has passed is found, whatever refreshes, deletes and failed removals came between."""
+    import random
+
+    rng = random.Random(5)
+    for _ in range(20):
+        state = KVState()
+        now = 0
+        in_flight: list[tuple[str, int]] = []
+        for _ in range(300):
+            now += rng.randint(0, 3)
+            key = f"k{rng.randint(0, 15)}"
+            roll = rng.random()
+            if roll < 0.6:
+                expiry = None if rng.random() < 0.1 else now + rng.randint(1, 40)
+                apply(state, ("set", key, "v", expiry))
+            elif roll < 0.7:
+                apply(state, ("del", key, now))
+            else:
+                # Proposals from earlier samples land now (some fail and are handed back).
+                for k, e in in_flight:
+                    if rng.random() < 0.2:
+                        state.requeue(k, e)
+                    else:
+                        apply(state, ("expire", k, e))
+                in_flight = state.expired_sample(now, budget=rng.randint(1, 5))
+        for k, e in in_flight:
+            state.requeue(k, e)
+        end = now + 100
+        while found := state.expired_sample(end, budget=3):
+            apply(state, *[("expire", k, e) for k, e in found])
+        assert state.dump()["expiry"] == {}

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 
 import orjson
 import pytest
@@ -228,3 +229,35 @@ def test_failed_batch_on_a_full_tmpfs_is_rerun_one_by_one(tmp_path):
     if proc.returncode == 77 or "Operation not permitted" in proc.stderr:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()[:200]}")
     _check_child(proc)
+
+
+def test_batches_during_rewrites_are_all_in_the_new_log(tmp_path):
+    path = tmp_path / "kv.log"
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for i in range(3000):
+                if stop.is_set():
+                    return
+                with store.batch() as batch:
+                    for j in range(16):
+                        batch.put(f"k{(i * 16 + j) % 5000}", f"{i}.{j}", FAR if j % 4 else None)
+                    batch.delete(f"k{i % 5000}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    with Store(path=path, fsync="no", background=False) as store:
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            for _ in range(3):
+                store.compact()
+        finally:
+            thread.join(timeout=60)
+            stop.set()
+        assert not errors
+        assert store.stats["rewrites"] == 3
+        memory = sorted(store.items())
+    assert _replayed(path) == memory

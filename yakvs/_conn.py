@@ -138,6 +138,21 @@ class Connection(asyncio.Protocol):
         ):
             # The common case, kept lean: whole requests on an idle connection and a backend
             # that answers at once. Anything else takes the general path below.
+            if data.find(b"\n") == len(data) - 1:
+                # One request (an unpipelined client): no splitting, no lists. Any error is
+                # left to the general path, which decodes the line again and answers it.
+                try:
+                    obj = orjson.loads(data)
+                    if type(obj) is dict:
+                        request = self._from_dict(obj, time.time_ns() // _NS_PER_MS)
+                        out = execute((request,))
+                        if out is None:  # the backend must wait (group commit)
+                            self._submit(([request], None))
+                        else:
+                            self.transport.write(out)  # type: ignore[union-attr]
+                        return
+                except (orjson.JSONDecodeError, YakvsError):
+                    pass
             lines = data.split(b"\n")
             lines.pop()
             if len(lines) <= MAX_BATCH:

@@ -322,8 +322,7 @@ def fast_request(obj: dict[str, Any], now_ms: int) -> FastRequest | Request:
                     return (op, key, value, 0, None)
                 if 0 < expires_in <= MAX_EXPIRES_IN_NS:
                     # As request_from_dict: sub-millisecond TTLs round up, never to "no expiry".
-                    at = now_ms + max(1, expires_in // NS_PER_MS)
-                    return (op, key, value, expires_in, at)
+                    return (op, key, value, expires_in, now_ms + (expires_in // NS_PER_MS or 1))
         elif "consistency" not in obj:
             return (op, key, "", 0, None)
     return request_from_dict(obj, now_ms)

@@ -8,6 +8,8 @@ except inside :meth:`Store.deferred_sync`, where the caller acknowledges only af
 :class:`~yakvs.errors.StorageError` and leaves memory exactly as it was. If :meth:`Store.sync`
 fails, the writes it covered stay in memory but were never acknowledged (their outcome is
 unknown); writes are then refused until an automatic rewrite has made the log trustworthy again.
+Inside ``with store.batch() as b:`` (yakvs/_batch.py) the writes of the block reach the log with
+one write when it ends; if that fails, the whole block is undone and StorageError is raised there.
 
 Input. Keys are non-empty strings, values strings; both valid Unicode, or bytes decoded with
 ``surrogateescape`` (from RESP: logged as base64). ``ttl`` is seconds, > 0 and at most 100
@@ -47,7 +49,7 @@ from yakvs._expiry import (
     expiry_ms,
     now_ms,
 )
-from yakvs._log import LogFile, binary_payload, encode, fsync_dir, write_snapshot
+from yakvs._log import LogFile, binary_payload, encode, fsync_dir, write_at, write_snapshot
 from yakvs._replay import apply_records, open_log
 from yakvs.errors import BadRequestError, StorageError
 
@@ -58,6 +60,8 @@ __all__ = ["FSYNC_POLICIES", "MAX_EXPIRES_AT", "MAX_TTL_MS", "Store", "StoreConf
 _SAMPLE = 20  # keys per active-expiry sample, as Redis
 _CYCLE_BUDGET_S = 0.005  # active expiry time per tick; ticks come ~10 times a second
 _REWRITE_RETRY_S = 60.0
+_CATCH_UP_PASSES = 4  # a rewrite's copy passes over records appended while it ran ...
+_CATCH_UP_DONE = 64 * 1024  # ... until one copies less than this
 _NOT_UNICODE = "key and value must be valid Unicode (no lone surrogates)"
 _dumps = orjson.dumps
 _time_ns = time.time_ns
@@ -519,11 +523,17 @@ class Store:
         tmp = self._path + ".rewrite"
         new_fd: int | None = None
         try:
-            exps = dict(zip(exp_keys, exp_ats, strict=True))
+            exps: dict[str, int] = {}
+            for i in range(0, len(exp_keys), 4096):
+                # In slices, offering the GIL in between (see write_snapshot): one C call over
+                # 100k keys would hold it, and stall the event loop's thread, for 10-20 ms.
+                exps.update(zip(exp_keys[i : i + 4096], exp_ats[i : i + 4096], strict=True))
+                time.sleep(0)
             del exp_keys, exp_ats
             new_fd, size = write_snapshot(tmp, data.items(), exps, now_ms())
             del data, exps
             os.fsync(new_fd)  # the bulk, outside the lock
+            size = self._catch_up(log, new_fd, size)
             with self._lock:
                 if self._log is not log:  # closed meanwhile (a compact() racing close())
                     raise StorageError("the store was closed during the rewrite")
@@ -548,6 +558,25 @@ class Store:
                 os.close(new_fd)
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+
+    def _catch_up(self, log: LogFile, fd: int, size: int) -> int:
+        """Copy the records appended during the rewrite to the new file, outside the lock.
+
+        Leaves install() (under the lock, with its fsync) only what arrives during the last pass:
+        copying and fsyncing a whole busy second's tail there stalled the server 40-60 ms.
+        """
+        for _ in range(_CATCH_UP_PASSES):
+            with self._lock:
+                tail, log.rewrite_buf = log.rewrite_buf, []
+            if not tail:
+                break
+            chunk = b"".join(tail)
+            write_at(fd, chunk, size)  # the records stay in the old log if this fails
+            size += len(chunk)
+            os.fsync(fd)
+            if len(chunk) < _CATCH_UP_DONE:
+                break
+        return size
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):

@@ -141,6 +141,14 @@ async def metrics(request: web.Request) -> web.Response:
         "# TYPE yakvs_raft_reads_on_write_batches_total counter",
         f"yakvs_raft_reads_on_write_batches_total {node.barrier.rides}",
     ]
+    notice = node.commit_notice
+    if notice is not None:
+        lines += [
+            "# TYPE yakvs_raft_commit_notices_deferred_total counter",
+            f"yakvs_raft_commit_notices_deferred_total {notice.deferred}",
+            "# TYPE yakvs_raft_commit_notices_saved_total counter",
+            f"yakvs_raft_commit_notices_saved_total {notice.saved}",
+        ]
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 

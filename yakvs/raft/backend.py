@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from yakvs import __version__
@@ -39,20 +40,55 @@ def _error(exc: YakvsError) -> Reply:
                  leader=getattr(exc, "leader", None))
 
 
+# Replies are frozen: the common ones are built once.
+_OK = Reply(ok=True)
+_NOT_FOUND = _error(KeyNotFoundError())
+
+
+def _set_reply(result: Any, exc: YakvsError | None) -> list[Reply]:
+    return [_OK] if exc is None else [_error(exc)]
+
+
+def _delete_reply(result: Any, exc: YakvsError | None) -> list[Reply]:
+    if exc is not None:
+        return [_error(exc)]
+    return [_OK] if result else [_NOT_FOUND]
+
+
+def _redis_reply(result: Any, exc: YakvsError | None) -> list[Reply]:
+    return [_error(exc)] if exc is not None else [redis_ops.result_reply(result)]
+
+
+def _resolved(replies: list[Reply]) -> asyncio.Future[list[Reply]]:
+    fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+    fut.set_result(replies)
+    return fut
+
+
 class RaftBackend(Backend):
     """Serves requests from a started :class:`RaftNode` (see ``yakvs.cli.raft``)."""
 
     def __init__(self, node: RaftNode) -> None:
         self.node = node
 
-    async def execute(self, requests: Sequence[Request]) -> list[Reply]:
+    def execute(  # type: ignore[override]
+        self, requests: Sequence[Request]
+    ) -> asyncio.Future[list[Reply]]:
+        # A plain function returning a future, not a coroutine: the server wraps what it gets
+        # in ensure_future, which passes a future through but builds a Task around a
+        # coroutine; unpipelined requests (the common case) are then answered straight from
+        # the batch's or the barrier's completion, with no task, no shield and no await.
         if len(requests) == 1:
-            # The common case (no pipelining): skip the run bookkeeping.
             req = requests[0]
             kind = self._kind(req)
             if kind == "write":
-                return await self._writes(requests)
-            return await self._reads(requests, barrier=kind == "read")
+                return self._write_one(req)
+            if kind == "read":
+                return self._read_one(req)
+            return _resolved(self._reads_now(requests))
+        return asyncio.ensure_future(self._execute_run(requests))
+
+    async def _execute_run(self, requests: Sequence[Request]) -> list[Reply]:
         replies: list[Reply] = []
         i = 0
         # Runs of writes go out together, runs of reads share one barrier; order is kept
@@ -102,38 +138,49 @@ class RaftBackend(Backend):
             return ("set", req.key, req.value, expiry)
         return ("del", req.key, now_ms())
 
+    def _write_one(self, req: Request) -> asyncio.Future[list[Reply]]:
+        try:
+            cmd = self._command(req)
+        except YakvsError as exc:
+            return _resolved([_error(exc)])
+        if self.node.left:
+            return _resolved([_error(UnavailableError("this node left the cluster"))])
+        if req.op in REDIS_WRITE_OPS:
+            return self.node.writes.submit(cmd, _redis_reply)
+        return self.node.writes.submit(cmd, _delete_reply if req.op == Op.DELETE else _set_reply)
+
     async def _writes(self, run: Sequence[Request]) -> list[Reply]:
-        slots: list[Reply | asyncio.Future[Any]] = []
-        for req in run:
-            try:
-                cmd = self._command(req)
-            except YakvsError as exc:
-                slots.append(_error(exc))
-                continue
-            if self.node.left:
-                slots.append(_error(UnavailableError("this node left the cluster")))
-                continue
-            slots.append(self.node.writes.submit(cmd))
+        # All submitted before the first await: they join one batch.
+        slots = [self._write_one(req) for req in run]
         replies: list[Reply] = []
-        for req, slot in zip(run, slots, strict=True):
-            if isinstance(slot, Reply):
-                replies.append(slot)
-                continue
-            try:
-                # Not shielded: a future of our own; the batcher skips it if cancelled.
-                result = await slot
-            except YakvsError as exc:
-                replies.append(_error(exc))
-                continue
-            if req.op in REDIS_WRITE_OPS:
-                replies.append(redis_ops.result_reply(result))
-            elif req.op == Op.DELETE and not result:
-                replies.append(_error(KeyNotFoundError()))
-            else:
-                replies.append(Reply(ok=True))
+        for slot in slots:
+            # Not shielded: a future of our own; the batcher skips it if cancelled.
+            replies.extend(await slot)
         return replies
 
     # -- reads -------------------------------------------------------------------------------
+
+    def _read_one(self, req: Request) -> asyncio.Future[list[Reply]]:
+        out: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        # The barrier's future is shared by every waiting read: only this read's own future
+        # may ever be cancelled, so no shield is needed.
+        self.node.barrier.wait().add_done_callback(partial(self._after_barrier, req, out))
+        return out
+
+    def _after_barrier(self, req: Request, out: asyncio.Future[list[Reply]],
+                       barrier: asyncio.Future[None]) -> None:
+        if out.done():
+            return
+        if barrier.cancelled():
+            out.cancel()
+            return
+        exc = barrier.exception()
+        if exc is None:
+            out.set_result(self._reads_now((req,)))
+        elif isinstance(exc, YakvsError):
+            out.set_result([_error(exc)])
+        else:
+            out.set_exception(exc)
 
     async def _reads(self, run: Sequence[Request], barrier: bool) -> list[Reply]:
         if barrier:
@@ -141,6 +188,9 @@ class RaftBackend(Backend):
                 await asyncio.shield(self.node.barrier.wait())
             except YakvsError as exc:
                 return [_error(exc) for _ in run]
+        return self._reads_now(run)
+
+    def _reads_now(self, run: Sequence[Request]) -> list[Reply]:
         now = now_ms()
         replies = []
         for req in run:

@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 MAX_BATCH_COMMANDS = 2000
 MAX_BATCH_BYTES = 1 << 20
 
+# Turns a command's outcome (its result, or the YakvsError that failed it) into the value its
+# future resolves to: the backend gets its replies straight from the batch, with no task.
+Convert = Callable[[Any, YakvsError | None], Any]
+
 
 def _size(cmd: tuple[Any, ...]) -> int:
     # ("set", key, value, expiry) carries a value; the others only a key.
@@ -35,7 +39,7 @@ class WriteBatcher:
 
     def __init__(self, propose: Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]) -> None:
         self._propose = propose
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any], Convert | None]] = []
         self._in_flight = False
         self._scheduled = False
         self._task: asyncio.Future[list[Any]] | None = None
@@ -43,6 +47,10 @@ class WriteBatcher:
         self._riders: list[asyncio.Future[bool]] = []
         self.batches = 0
         self.commands = 0
+
+    def waiting(self) -> bool:
+        """Writes are queued for the next batch (which follows the one in flight)."""
+        return bool(self._pending)
 
     def ride(self) -> asyncio.Future[bool] | None:
         """A future for the next batch to be proposed, if writes are waiting for one: that
@@ -53,10 +61,12 @@ class WriteBatcher:
         self._riders.append(fut)
         return fut
 
-    def submit(self, cmd: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def submit(self, cmd: tuple[Any, ...], convert: Convert | None = None) -> asyncio.Future[Any]:
+        """A future for ``cmd``'s result; with ``convert``, for ``convert(result, error)``
+        (other exceptions than YakvsError still fail the future)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((cmd, fut))
+        self._pending.append((cmd, fut, convert))
         self._kick(loop)
         return fut
 
@@ -71,7 +81,7 @@ class WriteBatcher:
         if self._in_flight or not self._pending:
             return
         take, size = 0, 0
-        for cmd, _ in self._pending:
+        for cmd, _, _ in self._pending:
             size += _size(cmd)
             take += 1
             if take >= MAX_BATCH_COMMANDS or size >= MAX_BATCH_BYTES:
@@ -83,7 +93,7 @@ class WriteBatcher:
         self.commands += len(batch)
         # Kept alive by self._task until its done-callback has run.
         task: asyncio.Future[list[Any]] = asyncio.ensure_future(  # noqa: RUF006
-            self._propose([cmd for cmd, _ in batch]))
+            self._propose([cmd for cmd, _, _ in batch]))
         self._task = task
         task.add_done_callback(lambda t: self._done(t, batch, riders))
 
@@ -96,23 +106,32 @@ class WriteBatcher:
                 rider.set_result(exc is None)
         if exc is not None and not isinstance(exc, YakvsError):
             logger.error("replicating a batch failed: %r", exc)
-        for i, (_, fut) in enumerate(batch):
-            if fut.done():
-                continue
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(task.result()[i])
+        if exc is not None:
+            for _, fut, convert in batch:
+                _fail(fut, convert, exc)
+        else:
+            for (_, fut, convert), res in zip(batch, task.result(), strict=True):
+                if fut.done():
+                    continue
+                fut.set_result(res if convert is None else convert(res, None))
         self._kick(asyncio.get_running_loop())
 
     def fail_pending(self, exc: YakvsError) -> None:
-        for _, fut in self._pending:
-            if not fut.done():
-                fut.set_exception(exc)
+        for _, fut, convert in self._pending:
+            _fail(fut, convert, exc)
         for rider in self._riders:
             if not rider.done():
                 rider.set_result(False)
         self._pending, self._riders = [], []
+
+
+def _fail(fut: asyncio.Future[Any], convert: Convert | None, exc: BaseException) -> None:
+    if fut.done():
+        return
+    if convert is not None and isinstance(exc, YakvsError):
+        fut.set_result(convert(None, exc))
+    else:
+        fut.set_exception(exc)
 
 
 class Barrier:
@@ -133,6 +152,10 @@ class Barrier:
         self._in_flight = False
         self._task: asyncio.Future[None] | None = None
         self.rounds = 0
+
+    def waiting(self) -> bool:
+        """Reads are queued for the next barrier."""
+        return self._next is not None
 
     def wait(self) -> asyncio.Future[None]:
         ride = self._writes.ride() if self._writes is not None else None

@@ -22,7 +22,13 @@ from yakvs.errors import NoLeaderError, UnavailableError, UnknownOutcomeError, Y
 from yakvs.raft.batch import Barrier, WriteBatcher
 from yakvs.raft.config import RaftConfig
 from yakvs.raft.crypto import AeadEncryptor
-from yakvs.raft.loop import AsyncioPoller, Ticker, make_transport_class
+from yakvs.raft.loop import (
+    AsyncioPoller,
+    CommitNotice,
+    Ticker,
+    TickNotifier,
+    make_transport_class,
+)
 from yakvs.raft.state import KVState
 
 if TYPE_CHECKING:
@@ -64,6 +70,7 @@ class RaftNode:
         self._sync: SyncObj | None = None
         self._ticker: Ticker | None = None
         self._poller: AsyncioPoller | None = None
+        self.commit_notice: CommitNotice | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._expiring: set[str] = set()
         self._saved_peers: list[str] | None = None
@@ -144,6 +151,9 @@ class RaftNode:
             self._poller.close()
             # Mostly a port in use, but also an unreadable journal: name the exception.
             raise StartupError(f"cannot start raft on {cfg.raft}: {exc!r}") from exc
+        # The loop thread proposes and ticks: a tick request replaces pysyncobj's wake-up pipe.
+        self._sync._SyncObj__pipeNotifier = TickNotifier(self._ticker.request)
+        self.commit_notice = CommitNotice(loop, self._sync, self._proposal_queued)
         if hold_elections:
             # pysyncobj validated the conf already and reads these on every new deadline;
             # the first deadline was drawn in its constructor, so push it too (private).
@@ -201,6 +211,8 @@ class RaftNode:
             task.cancel()
         if self._ticker is not None:
             self._ticker.stop()
+        if self.commit_notice is not None:
+            self.commit_notice.close()
         if self._sync is not None:
             if self.has_data() and not self.left:
                 self.save_meta()
@@ -221,6 +233,9 @@ class RaftNode:
     def _on_state_changed(self, old: int, new: int) -> None:
         logger.info("raft role %s -> %s (term %s)", ROLES.get(old), ROLES.get(new),
                     self._sync.raftCurrentTerm if self._sync is not None else "?")
+
+    def _proposal_queued(self) -> bool:
+        return self.writes.waiting() or self.barrier.waiting()
 
     def _tick(self) -> None:
         sync = self._sync

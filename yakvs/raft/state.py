@@ -85,8 +85,12 @@ class KVState(SyncObjConsumer):
             if expiry_ms is None:
                 self._expiry.pop(key, None)
             else:
+                old = self._expiry.get(key)
                 self._expiry[key] = expiry_ms
-                self._index_expiry(key, expiry_ms)
+                # The index only needs an entry no later than the expiry (see expired_sample):
+                # a key refreshed to a later expiry keeps its earlier entry, no push.
+                if old is None or expiry_ms < old:
+                    self._index_expiry(key, expiry_ms)
             return True
         if kind == "del":
             _, key, now_ms = cmd
@@ -98,7 +102,11 @@ class KVState(SyncObjConsumer):
         if kind == "expire":
             _, key, expected = cmd
             # Conditional: a SET that refreshed the key after the leader proposed this wins.
-            if self._expiry.get(key) != expected:
+            current = self._expiry.get(key)
+            if current != expected:
+                if current is not None:
+                    # The sample took the key's index entry off; it still expires later.
+                    self._index_expiry(key, current)
                 return False
             del self._expiry[key]
             self._values.pop(key, None)
@@ -165,14 +173,24 @@ class KVState(SyncObjConsumer):
     def expired_sample(self, now_ms: int, budget: int) -> list[tuple[str, int]]:
         """Up to ``budget`` keys expired at ``now_ms``, earliest first, taken off the index.
         A caller whose removal fails hands them back with :meth:`requeue`."""
+        # Invariant: every key with an expiry E has an index entry at or before E (a refresh
+        # to a later expiry pushes nothing). An entry earlier than the key's expiry is moved
+        # to it; one later than it is a leftover (the earlier entry exists) and is dropped.
         found: list[tuple[str, int]] = []
         heap = self._expiry_heap
+        expiries = self._expiry
         while heap and len(found) < budget and heap[0][0] <= now_ms:
             expiry, key = heapq.heappop(heap)
-            if self._expiry.get(key) == expiry:
+            current = expiries.get(key)
+            if current == expiry:
                 found.append((key, expiry))
+            elif current is not None and current > expiry:
+                heapq.heappush(heap, (current, key))
         return found
 
     def requeue(self, key: str, expiry_ms: int) -> None:
-        if self._expiry.get(key) == expiry_ms:
-            heapq.heappush(self._expiry_heap, (expiry_ms, key))
+        # The key may have been refreshed meanwhile (which pushes nothing when later): index
+        # its current expiry, whatever it is.
+        current = self._expiry.get(key)
+        if current is not None:
+            heapq.heappush(self._expiry_heap, (current, key))
