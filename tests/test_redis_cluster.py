@@ -28,7 +28,7 @@ SCRIPT: list[tuple[Any, ...]] = [
     ("SET", "k", "v"), ("GET", "k"), ("SET", "k", "v2", "NX"), ("SET", "k", "v3", "XX", "GET"),
     ("SET", "n", "v", "XX"), ("SET", "n", "v", "NX", "GET"), ("MSET", "a", "1", "b", "2"),
     ("MGET", "a", "b", "zz"), ("EXISTS", "a", "b", "zz", "a"), ("DEL", "a", "zz"),
-    ("EXPIRE", "b", "100"), ("TTL", "b"), ("PERSIST", "b"), ("TTL", "b"), ("PTTL", "zz"),
+    ("EXPIRE", "b", "100", "NX"), ("EXPIRE", "b", "50", "GT"), ("TTL", "b"), ("PERSIST", "b"), ("TTL", "b"), ("PTTL", "zz"),
     ("EXPIRE", "b", "-1"), ("GET", "b"), ("SET", "t", "v", "PX", "100000"), ("PERSIST", "t"),
     ("SET", "t", "v", "EX", "100"), ("SET", "t", "v2", "KEEPTTL"), ("TTL", "t"),
     ("KEYS", "*"), ("DBSIZE",), ("SET", "k", "v", "EX", "0"), ("FOO", "x"), ("GET",),

@@ -78,6 +78,17 @@ CASES: dict[str, list[tuple[Any, ...]]] = {
         ("~", "TTL", "k"), ("SET", "p", "v", "PX", "100000"), ("~", "PTTL", "p"),
         ("EXPIRE", "k", "9223372036854775807"), ("EXPIRE",), ("TTL", "a", "b"),
     ],
+    "expire_options": [
+        ("SET", "k", "v"), ("EXPIRE", "k", "100", "XX"), ("EXPIRE", "k", "100", "GT"),
+        ("EXPIRE", "k", "100", "xx", "lt"), ("EXPIRE", "k", "100", "LT"), ("~", "TTL", "k"),
+        ("EXPIRE", "k", "50", "NX"), ("EXPIRE", "k", "200", "LT"), ("EXPIRE", "k", "200", "GT"),
+        ("~", "TTL", "k"), ("EXPIRE", "k", "150", "XX", "GT"), ("EXPIRE", "k", "120", "XX", "LT"),
+        ("~", "TTL", "k"), ("EXPIRE", "k", "10", "NX", "XX"), ("EXPIRE", "k", "10", "GT", "LT"),
+        ("EXPIRE", "k", "10", "FOO"), ("EXPIRE", "k", "abc", "FOO"), ("EXPIRE", "k", "abc", "NX"),
+        ("PEXPIRE", "k", "-1", "GT"), ("EXISTS", "k"), ("PEXPIRE", "k", "-1", "LT"),
+        ("EXISTS", "k"), ("EXPIRE", "missing", "10", "NX"), ("PERSIST", "k"),
+        ("SET", "n", "v"), ("EXPIRE", "n", "10", "NX"), ("~", "TTL", "n"),
+    ],
     "multi_key": [
         ("DEL", "a", "b", "c"), ("MSET", "a", "1", "b", "2"), ("EXISTS", "a", "a", "b", "zz"),
         ("MGET", "a", "b", "c"), ("MSET", "a"), ("MSET", "a", "1", "b"), ("DEL", "a", "b", "c"),

@@ -40,7 +40,8 @@ class Op(StrEnum):
     RSET = "RSET"  # key, value, expires_at; args = (cond "NX"|"XX"|"", get_old, keep_ttl)
     MSET = "MSET"  # args = (k1, v1, k2, v2, ...)
     DEL = "DEL"  # args = keys -> number removed
-    PEXPIREAT = "PEXPIREAT"  # key, expires_at (None = PERSIST) -> 1 if changed, else 0
+    # key, expires_at (None = PERSIST); args = (flag "NX"|"XX"|"GT"|"LT"|"",) -> 1 if set, else 0
+    PEXPIREAT = "PEXPIREAT"
     FLUSH = "FLUSH"  # remove every key
     MGET = "MGET"  # args = keys -> list of values / None
     COUNT = "COUNT"  # args = keys -> how many exist (EXISTS k...)

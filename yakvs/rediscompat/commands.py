@@ -186,9 +186,28 @@ def _set_expiry(unit: bytes, amount: bytes) -> int | bytes:
     return invalid if at > MAX_EXPIRES_AT else at
 
 
+def _expire_flag(options: list[bytes]) -> str | bytes:
+    """EXPIRE's NX/XX/GT/LT as one flag ("" for none), or the error reply (Redis 7's texts)."""
+    flags: set[str] = set()
+    for opt in options:
+        name = opt.upper()
+        if name not in (b"NX", b"XX", b"GT", b"LT"):
+            return error(f"ERR Unsupported option {text(opt)}")
+        flags.add(name.decode())
+    if "NX" in flags and len(flags) > 1:
+        return error("ERR NX and XX, GT or LT options at the same time are not compatible")
+    if {"GT", "LT"} <= flags:
+        return error("ERR GT and LT options at the same time are not compatible")
+    if "XX" in flags and "GT" in flags:
+        flags.discard("XX")  # GT already needs an existing expiry
+    # "XXLT": an existing expiry that the new one is below (LT alone also takes keys without).
+    return "".join(sorted(flags, key=lambda f: f != "XX"))
+
+
 def _expire_generic(argv: list[bytes], name: str, unit_ms: int) -> Planned:
-    if len(argv) > 3:
-        return error(f"ERR Unsupported option {text(argv[3])}")
+    flag = _expire_flag(argv[3:])
+    if isinstance(flag, bytes):
+        return flag
     n = _int(argv[2])
     if n is None:
         return NOT_INTEGER
@@ -199,7 +218,7 @@ def _expire_generic(argv: list[bytes], name: str, unit_ms: int) -> Planned:
     if at > MAX_EXPIRES_AT:
         return invalid
     # An expiry at or before now deletes the key, as in Redis (the backend compares).
-    request = Request(Op.PEXPIREAT, text(argv[1]), expires_at=max(at, 0))
+    request = Request(Op.PEXPIREAT, text(argv[1]), expires_at=max(at, 0), args=(flag,))
     return Call(request, _fmt_int)
 
 

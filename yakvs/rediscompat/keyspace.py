@@ -12,7 +12,22 @@ from collections.abc import Iterable
 from functools import lru_cache
 from zlib import crc32
 
-__all__ = ["glob_to_regex", "key_matches", "scan_keys"]
+__all__ = ["expire_allowed", "glob_to_regex", "key_matches", "scan_keys"]
+
+
+def expire_allowed(flag: str, current: int | None, at: int) -> bool:
+    """EXPIRE's NX/XX/GT/LT condition; ``current`` None = no expiry (infinite, for GT/LT)."""
+    if not flag:
+        return True
+    if flag == "NX":
+        return current is None
+    if flag == "XX":
+        return current is not None
+    if flag == "GT":
+        return current is not None and at > current
+    if flag == "XXLT":
+        return current is not None and at < current
+    return current is None or at < current  # LT
 
 
 @lru_cache(maxsize=256)

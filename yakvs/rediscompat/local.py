@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from yakvs.protocol import OK, Op, Reply, Request
-from yakvs.rediscompat.keyspace import scan_keys
+from yakvs.rediscompat.keyspace import expire_allowed, scan_keys
 
 if TYPE_CHECKING:
     from yakvs.local import LocalBackend
@@ -23,6 +23,10 @@ Handler = Callable[[Request, Any], Reply]
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _at(now: int, left: int | None) -> int | None:
+    return None if left is None else now + left
 
 
 def _rset(request: Request, target: Any) -> Reply:
@@ -62,11 +66,14 @@ def _pexpireat(request: Request, target: Any) -> Reply:
     if found is None:
         return Reply(result=0)
     value, left = found
+    now = _now_ms()
     if at is None:  # PERSIST
         if left is None:
             return Reply(result=0)
         target.set(key, value)
-    elif at <= _now_ms():
+    elif not expire_allowed(request.args[0] if request.args else "", _at(now, left), at):
+        return Reply(result=0)
+    elif at <= now:
         target.delete(key)
     else:
         target.set(key, value, expires_at=at)

@@ -8,7 +8,7 @@ Commands (tuples keep the pickled log entry small):
     ("rset", key, value, expires_at | None, cond, get_old, keep_ttl, now) -> (done, old value)
     ("mset", (k1, v1, k2, v2, ...))                                       -> True
     ("mdel", (k1, k2, ...), now)                                          -> number removed
-    ("pexpireat", key, expires_at | None (persist), now)                  -> 1 or 0
+    ("pexpireat", key, expires_at | None (persist), now, flag)            -> 1 or 0
     ("flush",)                                                            -> True
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from yakvs.protocol import Op, Reply, Request
-from yakvs.rediscompat.keyspace import scan_keys
+from yakvs.rediscompat.keyspace import expire_allowed, scan_keys
 
 if TYPE_CHECKING:
     from yakvs.raft.state import KVState
@@ -37,7 +37,7 @@ def command(req: Request, now: int) -> tuple[Any, ...]:
     if op is Op.DEL:
         return ("mdel", tuple(req.args), now)
     if op is Op.PEXPIREAT:
-        return ("pexpireat", req.key, req.expires_at, now)
+        return ("pexpireat", req.key, req.expires_at, now, req.args[0] if req.args else "")
     if op is Op.FLUSH:
         return ("flush",)
     raise ValueError(f"not a Redis write op: {op}")
@@ -91,12 +91,14 @@ def apply(state: KVState, cmd: tuple[Any, ...]) -> Any:
             expiry.pop(key, None)
         return removed
     if kind == "pexpireat":
-        _, key, at, now = cmd
+        _, key, at, now, flag = cmd
         cur = state.get(key, now)
         if cur is None:
             return 0
         if at is None:
             return 0 if expiry.pop(key, None) is None else 1
+        if not expire_allowed(flag, cur[1], at):
+            return 0
         if at <= now:
             values.pop(key, None)
             expiry.pop(key, None)
