@@ -107,7 +107,8 @@ def test_replicated_apply_decides_nx_xx_get_and_expiry() -> None:
     assert run(Request(Op.PEXPIREAT, "k", expires_at=now + 80, args=("NX",))) == 0
     assert run(Request(Op.PEXPIREAT, "k", expires_at=now + 95, args=("GT",))) == 1
     assert state.get("k", now) == ("v4", now + 95)
-    assert run(Request(Op.PEXPIREAT, "k")) == 0
+    assert run(Request(Op.PEXPIREAT, "k")) == 1  # PERSIST
+    assert run(Request(Op.PEXPIREAT, "k")) == 0  # nothing left to persist
     assert run(Request(Op.PEXPIREAT, "k", expires_at=now)) == 1 and state.get("k", now) is None
     assert run(Request(Op.MSET, args=("a", "1", "b", "2"))) is True
     assert run(Request(Op.DEL, args=("a", "zz", "a"))) == 1
