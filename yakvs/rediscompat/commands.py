@@ -158,11 +158,12 @@ def _set(argv: list[bytes], session: Session) -> Planned:
         else:
             return SYNTAX
         i += 1
-    expires_at = None
+    expires_at: int | None = None
     if unit is not None:
-        expires_at = _set_expiry(unit, amount)
-        if isinstance(expires_at, bytes):
-            return expires_at
+        found = _set_expiry(unit, amount)
+        if isinstance(found, bytes):
+            return found
+        expires_at = found
     request = Request(
         Op.RSET, key, value, expires_at=expires_at, args=(cond, get_old, keep_ttl)
     )
