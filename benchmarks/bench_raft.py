@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="requests per connection at c=50")
     parser.add_argument("--secret", default="bench-secret")
     parser.add_argument("--failovers", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each load (medians)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each load (medians)")
     args = parser.parse_args()
     rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory(prefix="yakvs-bench-") as tmp:

@@ -4,7 +4,7 @@ the retry decisions. Only the I/O differs between them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from yakvs.errors import KeyNotFoundError, NoLeaderError, NotLeaderError, YakvsError
 from yakvs.protocol import Op, Reply, Request, raise_for_error
@@ -139,3 +139,42 @@ def pipeline_results(
     if first is not None and raise_on_error:
         raise first
     return results
+
+
+class PipelineCommands:
+    """The queueing half of a pipeline, shared by the sync and async ones: the client's method
+    names, each adding one request; the subclasses send them."""
+
+    def __init__(self) -> None:
+        self._requests: list[Request] = []
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def _add(self, request: Request) -> Self:
+        self._requests.append(request)
+        return self
+
+    def set(self, key: str, value: str, ttl: float | None = None) -> Self:
+        return self._add(set_request(key, value, ttl))
+
+    def get(self, key: str) -> Self:
+        return self._add(Request(Op.GET, key))
+
+    def delete(self, key: str) -> Self:
+        return self._add(Request(Op.DELETE, key))
+
+    def ttl(self, key: str) -> Self:
+        return self._add(Request(Op.TTL, key))
+
+    def exists(self, key: str) -> Self:
+        return self._add(Request(Op.EXISTS, key))
+
+    def keys(self, prefix: str = "", limit: int = 0) -> Self:
+        return self._add(keys_request(prefix, limit))
+
+    def ping(self) -> Self:
+        return self._add(Request(Op.PING))
+
+    def status(self) -> Self:
+        return self._add(Request(Op.STATUS))

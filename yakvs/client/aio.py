@@ -212,49 +212,18 @@ class AsyncClient:
         return AsyncPipeline(self)
 
 
-class AsyncPipeline:
+class AsyncPipeline(_base.PipelineCommands):
     """Queue commands with the client's method names, then ``await execute()``."""
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
-        self._requests: list[Request] = []
-
-    def __len__(self) -> int:
-        return len(self._requests)
+        super().__init__()
 
     async def __aenter__(self) -> AsyncPipeline:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._requests.clear()
-
-    def _add(self, request: Request) -> AsyncPipeline:
-        self._requests.append(request)
-        return self
-
-    def set(self, key: str, value: str, ttl: float | None = None) -> AsyncPipeline:
-        return self._add(_base.set_request(key, value, ttl))
-
-    def get(self, key: str) -> AsyncPipeline:
-        return self._add(Request(Op.GET, key))
-
-    def delete(self, key: str) -> AsyncPipeline:
-        return self._add(Request(Op.DELETE, key))
-
-    def ttl(self, key: str) -> AsyncPipeline:
-        return self._add(Request(Op.TTL, key))
-
-    def exists(self, key: str) -> AsyncPipeline:
-        return self._add(Request(Op.EXISTS, key))
-
-    def keys(self, prefix: str = "", limit: int = 0) -> AsyncPipeline:
-        return self._add(_base.keys_request(prefix, limit))
-
-    def ping(self) -> AsyncPipeline:
-        return self._add(Request(Op.PING))
-
-    def status(self) -> AsyncPipeline:
-        return self._add(Request(Op.STATUS))
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Send everything queued; see :meth:`yakvs.client.Pipeline.execute`."""

@@ -235,7 +235,7 @@ class Client:
         return Pipeline(self)
 
 
-class Pipeline:
+class Pipeline(_base.PipelineCommands):
     """Commands queued by the same methods as :class:`Client`, sent by :meth:`execute`.
 
     No redirects are followed inside a pipeline; retries follow the client's rules (a pipeline
@@ -244,44 +244,13 @@ class Pipeline:
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._requests: list[Request] = []
-
-    def __len__(self) -> int:
-        return len(self._requests)
+        super().__init__()
 
     def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._requests.clear()
-
-    def _add(self, request: Request) -> Pipeline:
-        self._requests.append(request)
-        return self
-
-    def set(self, key: str, value: str, ttl: float | None = None) -> Pipeline:
-        return self._add(_base.set_request(key, value, ttl))
-
-    def get(self, key: str) -> Pipeline:
-        return self._add(Request(Op.GET, key))
-
-    def delete(self, key: str) -> Pipeline:
-        return self._add(Request(Op.DELETE, key))
-
-    def ttl(self, key: str) -> Pipeline:
-        return self._add(Request(Op.TTL, key))
-
-    def exists(self, key: str) -> Pipeline:
-        return self._add(Request(Op.EXISTS, key))
-
-    def keys(self, prefix: str = "", limit: int = 0) -> Pipeline:
-        return self._add(_base.keys_request(prefix, limit))
-
-    def ping(self) -> Pipeline:
-        return self._add(Request(Op.PING))
-
-    def status(self) -> Pipeline:
-        return self._add(Request(Op.STATUS))
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Send everything queued; results in order, as the single-call methods return them.

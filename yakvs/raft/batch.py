@@ -97,7 +97,7 @@ class WriteBatcher:
         self._task = task
         task.add_done_callback(lambda t: self._done(t, batch, riders))
 
-    def _done(self, task: asyncio.Task[list[Any]], batch: list[Any],
+    def _done(self, task: asyncio.Future[list[Any]], batch: list[Any],
               riders: list[asyncio.Future[bool]]) -> None:
         self._in_flight = False
         exc = task.exception()
@@ -193,7 +193,7 @@ class Barrier:
         self._task = task
         task.add_done_callback(lambda t: self._done(t, fut))
 
-    def _done(self, task: asyncio.Task[None], fut: asyncio.Future[None]) -> None:
+    def _done(self, task: asyncio.Future[None], fut: asyncio.Future[None]) -> None:
         self._in_flight = False
         if not fut.done():
             exc = task.exception()

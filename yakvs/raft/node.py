@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
@@ -276,9 +277,9 @@ class RaftNode:
                 continue
             self._expiring.add(key)
             fut = self.writes.submit(("expire", key, expiry))
-            fut.add_done_callback(lambda f, k=key, e=expiry: self._expire_done(f, k, e))
+            fut.add_done_callback(partial(self._expire_done, key=key, expiry=expiry))
 
-    def _expire_done(self, fut: asyncio.Future[Any], key: str, expiry: int) -> None:
+    def _expire_done(self, fut: asyncio.Future[Any], *, key: str, expiry: int) -> None:
         self._expiring.discard(key)
         if fut.cancelled() or fut.exception() is not None:
             self.state.requeue(key, expiry)  # proposed again on a later round
