@@ -204,3 +204,26 @@ def test_partial_requests_share_the_server_buffer_budget(tmp_path: Path) -> None
         while handle.server.buffered_bytes and time.monotonic() < deadline:
             time.sleep(0.01)
         assert handle.server.buffered_bytes == 0
+
+
+def test_client_not_reading_a_big_pipeline_is_paused_then_served_in_order(server) -> None:
+    r = redis.Redis(server.host, server.port, protocol=2, socket_timeout=10)
+    value = b"v" * 10_000
+    r.set("big", value)
+    count = 3000  # 30 MB of replies, far over the 1 MiB write high-water mark
+    payload = b"".join(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" for _ in range(count))
+    with socket.create_connection((server.host, server.port), 10) as sock:
+        sock.sendall(payload)
+        time.sleep(0.3)  # not reading: the server must stop answering, not buffer 30 MB
+        assert r.get("big") == value  # others are served meanwhile
+        resp = [c for c in server.server.connections if getattr(c, "session", None)]
+        assert any(c.busy for c in resp)  # replies still owed: queued, not all written
+        want = (b"$10000\r\n" + value + b"\r\n") * count
+        got = bytearray()
+        sock.settimeout(10)
+        while len(got) < len(want):
+            chunk = sock.recv(1 << 20)
+            assert chunk
+            got += chunk
+        assert got == want
+    r.close()

@@ -89,9 +89,17 @@ class RespConnection(asyncio.Protocol):
         if hot and data[:1] == b"*" and parser.idle and len(data) <= parser.max_command_size:
             # Whole arrays in this read (the usual case): split them without the parser.
             split = fast.split_arrays(data, parser.max_bulk_len, parser.max_multibulk_len)
-            if split is not None and len(split) <= MAX_BATCH and fast.plain(split):
+            if split is not None and fast.plain(split):
                 self.session.last_active = time.monotonic()
-                self.transport.write(fast.run(store, split))  # type: ignore[union-attr,arg-type]
+                write = self.transport.write  # type: ignore[union-attr]
+                # In slices, so a client that stops reading its replies stops us between them.
+                done = 0
+                while done < len(split) and not self._paused_write:
+                    write(fast.run(store, split[done : done + MAX_BATCH]))  # type: ignore[arg-type]
+                    done += MAX_BATCH
+                if done < len(split):
+                    self._pending.extend(split[done:])
+                    self._update_reading()
                 return
         parser.feed(data)
         if hot:
