@@ -31,7 +31,7 @@ from yakvs.rediscompat.replies import (
     text,
     wrong_arity,
 )
-from yakvs.resp import _string2ll
+from yakvs.resp._parse import _string2ll
 
 if TYPE_CHECKING:
     from yakvs.server import Server

@@ -33,7 +33,7 @@ from yakvs.rediscompat.replies import (
     unknown_command,
     wrong_arity,
 )
-from yakvs.resp import _string2ll
+from yakvs.resp._parse import _string2ll
 
 if TYPE_CHECKING:
     from yakvs.rediscompat.admin import Session
