@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from yakvs import __version__
 from yakvs.backend import Backend
-from yakvs.errors import StorageError, UnavailableError, YakvsError
+from yakvs.errors import StorageError, UnavailableError, UnknownOutcomeError, YakvsError
 from yakvs.protocol import (
     NOT_FOUND,
     NOT_FOUND_OR_EXPIRED,
@@ -180,7 +180,15 @@ class LocalBackend(Backend):
         with self.store.deferred_sync():
             replies = self.run(requests)
         if not await self._durable():
-            failed = error_reply(StorageError("fsync of the command log failed"))
+            # The writes are applied in memory and readers may already see them; the store's
+            # recovery rewrite makes them durable unless the process dies first. So they did not
+            # fail cleanly: telling the client IO_ERROR ("not applied") would be a lie.
+            failed = error_reply(
+                UnknownOutcomeError(
+                    "fsync of the command log failed: the write is applied in memory but may not "
+                    "survive a crash"
+                )
+            )
             replies = [
                 failed if r.ok and q.op in _WRITES else r
                 for q, r in zip(requests, replies, strict=True)
