@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
-from yakvs.protocol import Reply, Request
+from yakvs.protocol import FastRequest, Reply, Request
 
 
 class Backend(abc.ABC):
@@ -21,8 +21,12 @@ class Backend(abc.ABC):
         """Start background work (expiry, fsync timers, Raft ticks); called once by the server."""
 
     @abc.abstractmethod
-    async def execute(self, requests: Sequence[Request]) -> list[Reply]:
-        """Run ``requests`` in order and return one reply each."""
+    async def execute(self, requests: Sequence[Request | FastRequest]) -> list[Reply]:
+        """Run ``requests`` in order and return one reply each.
+
+        A plain SET/GET may arrive as a ``FastRequest`` tuple (the server's hot path skips the
+        dataclass); ``protocol.to_request`` turns one into a :class:`Request`.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -13,6 +14,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a command failed (key not found included)
 EXIT_USAGE = 2  # click's own code for usage errors
 EXIT_UNAVAILABLE = 3  # cannot connect / cannot start
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -32,7 +35,7 @@ def setup_logging(level: str) -> None:
     )
 
 
-def log_level_option(default: str = "info") -> Any:
+def log_level_option(default: str = "info") -> Callable[[_F], _F]:
     return click.option(
         "--log-level",
         "-log-level",
@@ -42,7 +45,7 @@ def log_level_option(default: str = "info") -> Any:
     )
 
 
-def version_option() -> Any:
+def version_option() -> Callable[[_F], _F]:
     return click.version_option(__version__, "--version", prog_name="yakvs")
 
 

@@ -97,8 +97,8 @@ def main(
     setup_logging(log_level)
     stdout_tty = _isatty(sys.stdout)
     printer = Printer(
-        click.get_text_stream("stdout"),
-        click.get_text_stream("stderr"),
+        sys.stdout,
+        sys.stderr,
         pretty=stdout_tty,
         # https://no-color.org: any non-empty NO_COLOR turns colours off.
         color=stdout_tty and not os.environ.get("NO_COLOR"),
