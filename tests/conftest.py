@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+import yakvs
 from yakvs.testing.server import ServerHandle, Wire, run_server
+
+# Server and cluster processes the tests spawn must run the code under test, not whatever yakvs
+# is installed (an editable install may point at another checkout or worktree).
+_ROOT = str(Path(yakvs.__file__).resolve().parent.parent)
+if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != _ROOT:
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
 
 @pytest.fixture

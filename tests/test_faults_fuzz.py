@@ -9,11 +9,13 @@ import json
 import socket
 import time
 
+import hiredis
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from yakvs.protocol import Op, Request
+from yakvs.rediscompat.sniff import sniff
 from yakvs.testing.history import WireSession
 from yakvs.testing.server import spawn_server
 
@@ -106,6 +108,14 @@ def _assert_well_formed(line: bytes) -> None:
         assert isinstance(obj.get("code"), str) and isinstance(obj.get("message"), str), line
 
 
+def _assert_well_formed_resp(data: bytes) -> None:
+    reader = hiredis.Reader()
+    reader.feed(data)
+    while (reply := reader.gets()) is not False:
+        assert reply is not None or data, data[-200:]
+    assert not reader.has_data(), data[-200:]
+
+
 def _control_intact(addr: str) -> None:
     session = WireSession(addr, timeout=5.0)
     session.connect()
@@ -131,8 +141,13 @@ def test_hostile_input_never_hurts_the_server_or_other_data(tmp_path):
         def fuzz(chunks: list[bytes]) -> None:
             nonlocal examples
             examples += 1
-            for line in _exchange(server.addr, b"".join(chunks)):
-                _assert_well_formed(line)
+            payload = b"".join(chunks)
+            lines = _exchange(server.addr, payload)
+            if sniff(payload) == "resp":  # a letter or '*' first: the Redis protocol answers
+                _assert_well_formed_resp(b"".join(line + b"\n" for line in lines))
+            else:
+                for line in lines:
+                    _assert_well_formed(line)
             assert server.proc is not None and server.proc.poll() is None, server.stderr()
             # The long-lived connection is still served between hostile ones.
             assert session.execute(Request(Op.PING)).ok

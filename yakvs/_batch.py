@@ -23,6 +23,7 @@ from zlib import crc32
 import orjson
 
 from yakvs._expiry import check_key, expiry_ms, now_ms
+from yakvs._log import binary_payload
 from yakvs.errors import BadRequestError, StorageError
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class Batch:
             try:
                 payload = _dumps(("S", key, value, at))
             except _JSONError:
-                raise BadRequestError(_NOT_UNICODE) from None
+                payload = binary_payload(("S", key, value, at))
             pending.append(b"%08x %b\n" % (crc32(payload), payload))
             self._undo.append(  # type: ignore[union-attr]
                 (key, data.get(key), self._exp.get(key) if key in ttl_keys else None)
@@ -170,7 +171,10 @@ class Batch:
             return False
         pending = self._pending
         if pending is not None:
-            payload = _dumps(("D", key, None, 0))  # key is in the store: valid Unicode
+            try:
+                payload = _dumps(("D", key, None, 0))
+            except _JSONError:  # a key set over RESP that is not valid UTF-8
+                payload = binary_payload(("D", key, None, 0))
             pending.append(b"%08x %b\n" % (crc32(payload), payload))
             self._undo.append((key, value, at))  # type: ignore[union-attr]
         del data[key]

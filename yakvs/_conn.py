@@ -25,9 +25,10 @@ from yakvs.protocol import (
     encode_reply,
     error_reply,
     fast_request,
-    looks_like_http,
     request_from_dict,
 )
+from yakvs.rediscompat.connection import RespConnection
+from yakvs.rediscompat.sniff import sniff
 
 if TYPE_CHECKING:
     from yakvs.server import Server
@@ -170,10 +171,17 @@ class Connection(asyncio.Protocol):
             if len(data) < 8 and b"\n" not in data:
                 self._head = data  # too few bytes yet to tell an HTTP request line from JSON
                 return
+            kind = sniff(data)
+            if kind is None:
+                self._head = data  # an HTTP method and no full request line yet
+                return
             self._first, self._head = False, b""
-            if looks_like_http(data):
+            if kind == "http":
                 logger.info("closing %s: it speaks HTTP", self.peer)
                 self._close()
+                return
+            if kind == "resp":
+                self._hand_over_to_resp(data)
                 return
         buffer = self._buffer
         lines = buffer.feed(data)
@@ -195,6 +203,17 @@ class Connection(asyncio.Protocol):
             self._closing = True
             self._submit(([], [(0, error_reply(TooLargeError(message)))]))
             self._submit(_CLOSE)
+
+    def _hand_over_to_resp(self, data: bytes) -> None:
+        # From now on the transport talks to a RespConnection; this object is done.
+        self._closing = True
+        transport = self.transport
+        assert transport is not None
+        conn = RespConnection(self._server, transport, self.peer)
+        self._server.connections.discard(self)
+        self._server.connections.add(conn)  # type: ignore[arg-type]
+        transport.set_protocol(conn)
+        conn.data_received(data)
 
     def _account(self, pending: int) -> None:
         # Partial lines of all clients share one budget: 10 000 clients each holding an almost

@@ -5,11 +5,14 @@ Format (see docs/log-format.md): the header line ``YAKVS-LOG 1``, then one recor
 array of exactly four fields: ``["S", key, value, expires_at]``, ``["D", key, null, 0]`` or
 ``["E", key, null, expires_at]``; expires_at is epoch ms, 0 = none. JSON escapes newlines, so a
 record can contain a newline only as its terminator, and any Unicode string round-trips exactly.
+A record holding a string that is not valid Unicode (bytes set over RESP, kept as str decoded with
+``surrogateescape``) is written as ``["bS", b64key, b64value, at]`` (``bD``, ``bE`` likewise).
 Reading it back is yakvs/_replay.py.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import os
@@ -20,7 +23,7 @@ from zlib import crc32
 
 import orjson
 
-from yakvs.errors import StorageError
+from yakvs.errors import BadRequestError, StorageError
 
 MAGIC = b"YAKVS-LOG 1\n"
 _CHUNK = 1 << 20
@@ -97,9 +100,29 @@ class LogFile:
 
 
 def encode(record: tuple[Any, ...]) -> bytes:
-    """One framed record; raises orjson.JSONEncodeError for strings that are not valid Unicode."""
-    payload = _dumps(record)
+    """One framed record; raises BadRequestError for a string no byte sequence stands for."""
+    try:
+        payload = _dumps(record)
+    except orjson.JSONEncodeError:
+        payload = binary_payload(record)
     return b"%08x %b\n" % (crc32(payload), payload)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8", "surrogateescape")).decode("ascii")
+
+
+def binary_payload(record: tuple[Any, ...]) -> bytes:
+    """The payload of a record whose key or value is not valid Unicode (orjson refuses those).
+
+    Such strings come from RESP, decoded with ``surrogateescape``: their bytes are logged in
+    base64 under the record type prefixed with ``b``. Replay decodes them back the same way.
+    """
+    op, key, value, at = record
+    try:
+        return _dumps(("b" + op, _b64(key), None if value is None else _b64(value), at))
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (e.g. JSON "\ud800")
+        raise BadRequestError("key and value must be valid Unicode or bytes") from None
 
 
 def fsync_dir(path: str) -> None:
@@ -162,7 +185,10 @@ def write_snapshot(
             at = get_exp(key, 0)
             if at and at <= now_ms:
                 continue
-            payload = _dumps(("S", key, value, at))
+            try:
+                payload = _dumps(("S", key, value, at))
+            except orjson.JSONEncodeError:
+                payload = binary_payload(("S", key, value, at))
             rec = b"%08x %b\n" % (crc32(payload), payload)
             parts.append(rec)
             buffered += len(rec)

@@ -7,6 +7,7 @@ batch known to hold a bad line is walked line by line, to name the offset of the
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import struct
@@ -254,11 +255,29 @@ class _Malformed(Exception):
     pass
 
 
+_BINARY = frozenset({"bS", "bD", "bE"})
+
+
+def _unb64(text: Any) -> str:
+    if type(text) is not str:
+        raise TypeError
+    return base64.b64decode(text, validate=True).decode("utf-8", "surrogateescape")
+
+
 def _apply_other(
     op: Any, key: Any, value: Any, at: Any, data: dict[str, str], exp: Expiries, now: int
 ) -> None:
     if type(key) is not str or not key or type(at) is not int or at < 0:
         raise _Malformed("bad key or expiry")
+    if op in _BINARY:
+        # Strings that were not valid Unicode, logged as base64 of their bytes (see _log.py).
+        try:
+            key = _unb64(key)
+            value = None if value is None else _unb64(value)
+        except (ValueError, TypeError):
+            raise _Malformed("bad base64 in a binary record") from None
+        _apply_other(op[1:], key, value, at, data, exp, now)
+        return
     if op == "S":
         if type(value) is not str:
             raise _Malformed("bad SET value")

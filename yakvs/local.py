@@ -19,6 +19,7 @@ from yakvs.protocol import (
     OK,
     OK_LINE,
     PONG,
+    REDIS_WRITE_OPS,
     FastRequest,
     Op,
     Reply,
@@ -28,6 +29,7 @@ from yakvs.protocol import (
     error_reply,
     to_request,
 )
+from yakvs.rediscompat.local import handlers as redis_handlers
 
 if TYPE_CHECKING:
     from yakvs._batch import Batch
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_KEYS_LIMIT = 1000
-_WRITES = frozenset({Op.SET, Op.DELETE})
+_WRITES = frozenset({Op.SET, Op.DELETE}) | REDIS_WRITE_OPS
 _INTERNAL = error_reply(UnavailableError("Internal error"))
 _NOT_FOUND_LINE = encode_reply(NOT_FOUND_OR_EXPIRED)
 # Module constants: looking a member up on the enum class costs ~70 ns each time.
@@ -88,6 +90,7 @@ class LocalBackend(Backend):
             Op.PING: self._ping,
             Op.STATUS: self._status,
         }
+        self._handlers.update(redis_handlers(self))
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

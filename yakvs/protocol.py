@@ -35,6 +35,24 @@ class Op(StrEnum):
     PING = "PING"
     EXISTS = "EXISTS"
     KEYS = "KEYS"
+    # Redis-protocol commands (yakvs/redis/): reached only through RESP, never from JSON lines.
+    # Their operands travel in Request.args; results come back in Reply.result.
+    RSET = "RSET"  # key, value, expires_at; args = (cond "NX"|"XX"|"", get_old, keep_ttl)
+    MSET = "MSET"  # args = (k1, v1, k2, v2, ...)
+    DEL = "DEL"  # args = keys -> number removed
+    # key, expires_at (None = PERSIST); args = (flag "NX"|"XX"|"GT"|"LT"|"",) -> 1 if set, else 0
+    PEXPIREAT = "PEXPIREAT"
+    FLUSH = "FLUSH"  # remove every key
+    MGET = "MGET"  # args = keys -> list of values / None
+    COUNT = "COUNT"  # args = keys -> how many exist (EXISTS k...)
+    PTTL = "PTTL"  # key -> ms left, -1 no expiry, -2 missing
+    SCAN = "SCAN"  # args = (cursor, glob pattern | None, count) -> (next cursor, keys)
+    DBSIZE = "DBSIZE"  # -> number of keys
+
+
+# The ops a JSON-lines request may name (the Go original's, plus STATUS/PING/EXISTS/KEYS).
+JSON_OPS = (Op.SET, Op.GET, Op.DELETE, Op.TTL, Op.STATUS, Op.PING, Op.EXISTS, Op.KEYS)
+REDIS_WRITE_OPS = frozenset({Op.RSET, Op.MSET, Op.DEL, Op.PEXPIREAT, Op.FLUSH})
 
 
 class Consistency(StrEnum):
@@ -60,6 +78,8 @@ class Request:
     # SET only: absolute expiry in epoch milliseconds, filled in by the server from expires_in
     # when the request arrives (never sent on the wire); None = no expiry.
     expires_at: int | None = None
+    # Redis-protocol ops only: their further operands (see Op).
+    args: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,17 +100,31 @@ class Reply:
     info: dict[str, Any] | None = None
     # NOT_LEADER: the leader's client address, when known.
     leader: str | None = None
+    # Redis-protocol ops only: the command's result (int, str, list, tuple; see Op).
+    result: Any = None
 
 
 # A frozen dataclass's generated __init__ sets every field through object.__setattr__; on the
 # server's hot path that was the largest single cost of decoding (~1 us a request). Setting the
 # slots through their descriptors builds an identical, equal Request in about half the time.
 _REQUEST_FIELDS = ("op", "key", "value", "expires_in", "prefix", "limit", "consistency")
-assert tuple(f.name for f in fields(Request)) == (*_REQUEST_FIELDS, "expires_at"), "update _request"
+assert tuple(f.name for f in fields(Request)) == (
+    *_REQUEST_FIELDS,
+    "expires_at",
+    "args",
+), "update _request"
 _new = object.__new__
-_set_op, _set_key, _set_value, _set_expires_in, _set_prefix, _set_limit, _set_cons, _set_at = (
-    Request.__dict__[f.name].__set__ for f in fields(Request)
-)
+(
+    _set_op,
+    _set_key,
+    _set_value,
+    _set_expires_in,
+    _set_prefix,
+    _set_limit,
+    _set_cons,
+    _set_at,
+    _set_args,
+) = (Request.__dict__[f.name].__set__ for f in fields(Request))
 
 
 def _request(
@@ -105,6 +139,7 @@ def _request(
     _set_limit(request, 0)
     _set_cons(request, None)
     _set_at(request, expires_at)
+    _set_args(request, ())
     return request
 
 
@@ -126,7 +161,7 @@ OK = Reply()
 PONG = Reply(value="PONG")
 OK_LINE = b'{"status":"success"}\n'
 
-_OPS: dict[str, Op] = {op.value: op for op in Op}
+_OPS: dict[str, Op] = {op.value: op for op in JSON_OPS}
 # Module constants: looking a member up on the enum class costs ~70 ns each time.
 _SET, _KEYS = Op.SET, Op.KEYS
 _KEYED = frozenset({Op.SET, Op.GET, Op.DELETE, Op.TTL, Op.EXISTS})
@@ -361,13 +396,46 @@ def encode_reply(reply: Reply) -> bytes:
         obj = {"status": "error", "code": reply.code, "message": reply.message}
         if reply.leader is not None:
             obj["leader"] = reply.leader
-    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        return _dumps_lossy(obj)
 
 
 def encode_value_reply(value: str, ttl: int) -> bytes:
     """The line of ``Reply(value=value, ttl=ttl)``, without building the Reply (GET's hot path)."""
     # Byte for byte what encode_reply writes for it; formatting is faster than a dict dump.
-    return b'{"status":"success","value":%b,"ttl":%d}\n' % (_dumps(value), ttl)
+    try:
+        return b'{"status":"success","value":%b,"ttl":%d}\n' % (_dumps(value), ttl)
+    except orjson.JSONEncodeError:  # bytes set over RESP that are not UTF-8
+        return _dumps_lossy({"status": "success", "value": value, "ttl": ttl})
+
+
+def to_valid_unicode(text: str) -> str:
+    """``text`` with each byte that was not UTF-8 (a lone surrogate) replaced by U+FFFD.
+
+    Keys and values set over RESP may be any bytes; they are kept as str decoded with
+    ``surrogateescape``. JSON cannot carry lone surrogates, so a JSON-lines reply shows such a
+    string lossily (as ``bytes.decode("utf-8", "replace")`` would); RESP returns the exact bytes.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _lossy(item: Any) -> Any:
+    if type(item) is str:
+        try:
+            return to_valid_unicode(item)
+        except UnicodeEncodeError:  # a surrogate surrogateescape never makes (from JSON \ud800)
+            return item.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(item, list | tuple):
+        return [_lossy(x) for x in item]
+    if isinstance(item, dict):
+        return {k: _lossy(v) for k, v in item.items()}
+    return item
+
+
+def _dumps_lossy(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(_lossy(obj), option=orjson.OPT_APPEND_NEWLINE)
 
 
 def encode_replies(replies: Iterable[Reply]) -> bytes:
@@ -413,12 +481,14 @@ def raise_for_error(reply: Reply) -> Reply:
 
 __all__ = [
     "DEFAULT_MAX_LINE",
+    "JSON_OPS",
     "MAX_EXPIRES_IN_NS",
     "NOT_FOUND",
     "NOT_FOUND_OR_EXPIRED",
     "OK",
     "OK_LINE",
     "PONG",
+    "REDIS_WRITE_OPS",
     "Consistency",
     "FastRequest",
     "LineBuffer",
@@ -437,5 +507,6 @@ __all__ = [
     "raise_for_error",
     "request_from_dict",
     "to_request",
+    "to_valid_unicode",
     "with_expiry",
 ]

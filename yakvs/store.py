@@ -11,9 +11,10 @@ unknown); writes are then refused until an automatic rewrite has made the log tr
 Inside ``with store.batch() as b:`` (yakvs/_batch.py) the writes of the block reach the log with
 one write when it ends; if that fails, the whole block is undone and StorageError is raised there.
 
-Input. Keys are non-empty strings, values strings; both must be valid Unicode (no lone
-surrogates). ``ttl`` is seconds, > 0 and at most 100 years; ``expires_at`` an int of epoch ms up
-to year 9999. Anything else raises :class:`~yakvs.errors.BadRequestError` and changes nothing.
+Input. Keys are non-empty strings, values strings; both valid Unicode, or bytes decoded with
+``surrogateescape`` (from RESP: logged as base64). ``ttl`` is seconds, > 0 and at most 100
+years; ``expires_at`` an int of epoch ms up to year 9999. Anything else raises
+:class:`~yakvs.errors.BadRequestError` and changes nothing.
 
 Expiry. Absolute epoch milliseconds. Expired keys are invisible at once; they are removed when
 touched, by an incremental active cycle (Redis's sampling algorithm) and at replay and rewrite.
@@ -48,7 +49,7 @@ from yakvs._expiry import (
     expiry_ms,
     now_ms,
 )
-from yakvs._log import LogFile, encode, fsync_dir, write_at, write_snapshot
+from yakvs._log import LogFile, binary_payload, encode, fsync_dir, write_at, write_snapshot
 from yakvs._replay import apply_records, open_log
 from yakvs.errors import BadRequestError, StorageError
 
@@ -151,7 +152,7 @@ class Store:
             try:
                 payload = _dumps(("S", key, value, at))
             except orjson.JSONEncodeError:
-                raise BadRequestError(_NOT_UNICODE) from None
+                payload = binary_payload(("S", key, value, at))
             rec = b"%08x %b\n" % (crc32(payload), payload)
         with self._lock:
             self._append(rec)

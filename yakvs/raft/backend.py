@@ -23,12 +23,13 @@ from yakvs.errors import (
     UnknownCommandError,
     YakvsError,
 )
-from yakvs.protocol import Consistency, Op, Reply, Request
+from yakvs.protocol import REDIS_WRITE_OPS, Consistency, Op, Reply, Request
 from yakvs.raft.node import RaftNode, now_ms
+from yakvs.rediscompat import raft as redis_ops
 
 logger = logging.getLogger(__name__)
 
-_WRITES = (Op.SET, Op.DELETE)
+_WRITES = (Op.SET, Op.DELETE, *REDIS_WRITE_OPS)
 _LOCAL = (Op.PING, Op.STATUS)
 DEFAULT_KEYS_LIMIT = 1000
 NS_PER_MS = 1_000_000
@@ -52,6 +53,10 @@ def _delete_reply(result: Any, exc: YakvsError | None) -> list[Reply]:
     if exc is not None:
         return [_error(exc)]
     return [_OK] if result else [_NOT_FOUND]
+
+
+def _redis_reply(result: Any, exc: YakvsError | None) -> list[Reply]:
+    return [_error(exc)] if exc is not None else [redis_ops.result_reply(result)]
 
 
 def _resolved(replies: list[Reply]) -> asyncio.Future[list[Reply]]:
@@ -118,6 +123,8 @@ class RaftBackend(Backend):
     # -- writes ------------------------------------------------------------------------------
 
     def _command(self, req: Request) -> tuple[Any, ...]:
+        if req.op in REDIS_WRITE_OPS:
+            return redis_ops.command(req, now_ms())
         if not req.key:
             raise BadRequestError("Key is required")
         if req.op == Op.SET:
@@ -138,6 +145,8 @@ class RaftBackend(Backend):
             return _resolved([_error(exc)])
         if self.node.left:
             return _resolved([_error(UnavailableError("this node left the cluster"))])
+        if req.op in REDIS_WRITE_OPS:
+            return self.node.writes.submit(cmd, _redis_reply)
         return self.node.writes.submit(cmd, _delete_reply if req.op == Op.DELETE else _set_reply)
 
     async def _writes(self, run: Sequence[Request]) -> list[Reply]:
@@ -199,6 +208,8 @@ class RaftBackend(Backend):
             info = self.node.status()
             info["version"] = __version__
             return Reply(ok=True, info=info)
+        if req.op in redis_ops.READ_OPS:
+            return redis_ops.read(state, req, now)
         if req.op == Op.KEYS:
             limit = req.limit if req.limit > 0 else DEFAULT_KEYS_LIMIT
             return Reply(ok=True, keys=tuple(state.keys(req.prefix, limit, now)))

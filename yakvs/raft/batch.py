@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from yakvs.errors import YakvsError
+from yakvs.rediscompat import raft as redis_ops
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ Convert = Callable[[Any, YakvsError | None], Any]
 
 def _size(cmd: tuple[Any, ...]) -> int:
     # ("set", key, value, expiry) carries a value; the others only a key.
+    if cmd[0] in redis_ops.KINDS:
+        return redis_ops.size(cmd)
     return len(cmd[1]) + (len(cmd[2]) if cmd[0] == "set" else 0) + 16
 
 

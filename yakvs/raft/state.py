@@ -14,6 +14,8 @@ from typing import Any
 
 from pysyncobj import SyncObjConsumer, replicated
 
+from yakvs.rediscompat import raft as redis_ops
+
 logger = logging.getLogger(__name__)
 
 # One write inside a batch entry. Tuples keep the pickled log entry small.
@@ -109,6 +111,8 @@ class KVState(SyncObjConsumer):
             del self._expiry[key]
             self._values.pop(key, None)
             return True
+        if kind in redis_ops.KINDS:
+            return redis_ops.apply(self, cmd)
         logger.error("ignoring unknown replicated command %r", kind)
         return False
 

@@ -1,56 +1,18 @@
-"""Sans-IO RESP2 codec: request bytes in, ``list[bytes]`` commands out; reply values in, bytes out.
+"""RESP2 request parsing: RespParser, inline splitting, protocol errors (see the package)."""
 
-No sockets, no asyncio (like h11): the server feeds what it reads with :meth:`RespParser.feed` and
-pulls commands with :meth:`RespParser.next_command`. Framing follows Redis 7.0's
-``processMultibulkBuffer`` / ``processInlineBuffer`` so malformed input gets the same ``-ERR``
-text Redis sends; after a protocol error the parser stays failed and the connection must be
-closed, as Redis does.
-
-Deliberate differences from Redis, each for split-invariance or binary safety:
-
-- An inline line (or an array/bulk header line) longer than 64 KiB is rejected even when it
-  arrives in one read; Redis only notices while waiting for the newline, so its verdict depends
-  on how the bytes were chunked.
-- NUL is an ordinary byte in inline commands and header lines (Redis stops scanning at a NUL
-  and waits forever; we run the inline command, or reject the header).
-- The multibulk count is capped at ``max_multibulk_len`` (default 1 Mi, Redis 6's limit; Redis 7
-  allows INT_MAX) and one command's total size at ``max_command_size``, so a client cannot make
-  us buffer without bound. Redis closes such a client silently; we send
-  ``-ERR Protocol error: too big request`` first.
-"""
 
 from __future__ import annotations
 
 import logging
-import re
 from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from collections.abc import Iterator
+from typing import Final
 
 from yakvs.errors import BadRequestError
+from yakvs.resp._hiredis import hiredis_fast_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_MAX_MULTIBULK_LEN",
-    "DEFAULT_MAX_REQUEST_SIZE",
-    "INLINE_MAX_SIZE",
-    "NIL_ARRAY",
-    "ErrorReply",
-    "RespParser",
-    "RespProtocolError",
-    "RespValue",
-    "SimpleString",
-    "encode_array",
-    "encode_bulk",
-    "encode_command",
-    "encode_error",
-    "encode_integer",
-    "encode_reply",
-    "encode_simple",
-    "split_inline",
-]
 
 INLINE_MAX_SIZE: Final = 64 * 1024  # Redis's PROTO_INLINE_MAX_SIZE
 DEFAULT_MAX_REQUEST_SIZE: Final = 1024 * 1024  # largest bulk string, like --max-request-size
@@ -197,7 +159,7 @@ class RespParser:
         self._cmd_size = 0  # raw bytes the current array has used so far
         self._error: RespProtocolError | None = None
         self._ready: deque[list[bytes]] = deque()
-        self._fast = _hiredis_fast_path() if use_hiredis is not False else None
+        self._fast = hiredis_fast_path() if use_hiredis is not False else None
         self._fast_stop = -1  # offset in the current buffer where hiredis gave up
         if use_hiredis and self._fast is None:
             raise RuntimeError("hiredis is not importable")
@@ -210,6 +172,16 @@ class RespParser:
     @property
     def uses_hiredis(self) -> bool:
         return self._fast is not None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing buffered, nothing parsed ahead, no error: the next byte starts a command."""
+        return (
+            self._pos >= len(self._buf)
+            and not self._mb_left
+            and not self._ready
+            and self._error is None
+        )
 
     @property
     def buffered(self) -> int:
@@ -377,175 +349,3 @@ class RespParser:
                 break
         self._pos, self._bulk_len, self._argv = pos, -1, []
         return argv
-
-
-# --- hiredis fast path ---------------------------------------------------------------------
-
-
-# An aggregate header (array, map, set, push, attribute) announcing 10000+ items. Also matches
-# inside data now and then; that only costs the fast path for the rest of the buffer.
-_BIG_AGGREGATE: Final = re.compile(rb"[*%~>|][1-9][0-9]{4}")
-
-
-class _HiredisArrays:
-    """Parse runs of complete arrays with hiredis' C reader, keeping Redis's exact semantics.
-
-    hiredis parses *replies*: it also accepts ``+``/``:`` items, RESP3 types, nested arrays and
-    has none of our limits. So a command is taken only if re-encoding its args canonically gives
-    back exactly the bytes received (a memcmp) and it is within limits; at the first command
-    that is not, or at an incomplete tail, the pure-Python parser takes over from that offset
-    and decides, with Redis's error texts. Only bytes already in memory are handed to hiredis,
-    so it never buffers anything we would not. hiredis allocates a whole list as soon as it
-    reads an aggregate header, so ``*2147483647`` would cost 16 GiB before any check of ours:
-    bytes from anything that looks like a count of 10000 or more are left to Python.
-    """
-
-    __slots__ = ("_new_reader", "_protocol_error", "_reader")
-
-    def __init__(self, hiredis: Any) -> None:
-        self._new_reader = hiredis.Reader
-        self._protocol_error = hiredis.ProtocolError
-        self._reader: Any = None
-
-    def __call__(self, parser: RespParser) -> None:
-        buf, pos = parser._buf, parser._pos
-        if type(buf) is not bytes or parser._fast_stop == pos:
-            return
-        big = _BIG_AGGREGATE.search(buf, pos)
-        limit = big.start() if big is not None else len(buf)
-        if limit == pos:
-            parser._fast_stop = pos
-            return
-        reader = self._reader if self._reader is not None else self._new_reader()
-        self._reader = None
-        reader.feed(buf, pos, limit - pos)
-        ready, end = parser._ready, len(buf)
-        max_bulk, max_count = parser.max_bulk_len, parser.max_multibulk_len
-        max_size = parser.max_command_size
-        small = min(max_bulk, max_size)  # a command this small is within both limits
-        while pos < limit:
-            try:
-                argv = reader.gets()
-                if argv is False or type(argv) is not list or not 0 < len(argv) <= max_count:
-                    break
-                encoded = b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in argv])
-            except (self._protocol_error, TypeError):  # TypeError: an item that is not bytes
-                break
-            encoded = b"*%d\r\n%b" % (len(argv), encoded)
-            size = len(encoded)
-            if not buf.startswith(encoded, pos) or (
-                size > small and (size > max_size or max(map(len, argv)) > max_bulk)
-            ):
-                break
-            ready.append(argv)
-            pos += size
-        else:
-            self._reader = reader  # everything fed was consumed: its buffer is empty, reuse it
-        parser._pos = pos
-        if pos < end:
-            parser._fast_stop = pos  # Python's turn here: do not feed hiredis this tail again
-
-
-def _hiredis_fast_path() -> _HiredisArrays | None:
-    try:
-        import hiredis
-    except ImportError:
-        return None
-    return _HiredisArrays(hiredis)
-
-
-# --- encoders ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SimpleString:
-    """A ``+`` status reply such as ``+OK`` (must not contain CR or LF)."""
-
-    value: str
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorReply:
-    """A ``-`` error reply; ``message`` starts with the error kind, e.g. ``ERR ...``."""
-
-    message: str
-
-
-class _NilArray:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NIL_ARRAY"
-
-
-NIL_ARRAY: Final = _NilArray()  # encodes as *-1 (a plain None is the nil bulk string $-1)
-
-RespValue: TypeAlias = (
-    "SimpleString | ErrorReply | int | bytes | str | _NilArray | Sequence[RespValue] | None"
-)
-
-
-def _as_bytes(value: str | bytes) -> bytes:
-    return value.encode() if isinstance(value, str) else value
-
-
-def encode_simple(value: str | bytes) -> bytes:
-    data = _as_bytes(value)
-    if b"\r" in data or b"\n" in data:
-        raise ValueError("a RESP simple string cannot contain CR or LF")
-    return b"+" + data + b"\r\n"
-
-
-def encode_error(message: str | bytes) -> bytes:
-    """``-message``; CR/LF become spaces as in Redis, so the reply stays one line."""
-    data = _as_bytes(message).replace(b"\r", b" ").replace(b"\n", b" ")
-    return b"-" + data + b"\r\n"
-
-
-def encode_integer(value: int) -> bytes:
-    return b":%d\r\n" % value
-
-
-def encode_bulk(value: bytes | str | None) -> bytes:
-    """``$n`` bulk string, binary-safe; None is the nil bulk ``$-1``. str is sent as UTF-8."""
-    if value is None:
-        return b"$-1\r\n"
-    data = _as_bytes(value)
-    return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
-def encode_array(items: Sequence[RespValue] | None) -> bytes:
-    """``*n`` followed by each item (nested arrays allowed); None is the nil array ``*-1``."""
-    if items is None:
-        return b"*-1\r\n"
-    parts = [b"*%d\r\n" % len(items)]
-    parts.extend(encode_reply(item) for item in items)
-    return b"".join(parts)
-
-
-def encode_reply(value: RespValue) -> bytes:
-    """Encode a Python value: bytes/str -> bulk, int -> integer, None -> nil bulk, list -> array."""
-    if isinstance(value, bytes | str):
-        return encode_bulk(value)
-    if isinstance(value, int):
-        return encode_integer(value)
-    if value is None:
-        return encode_bulk(None)
-    if isinstance(value, SimpleString):
-        return encode_simple(value.value)
-    if isinstance(value, ErrorReply):
-        return encode_error(value.message)
-    if value is NIL_ARRAY:
-        return b"*-1\r\n"
-    if isinstance(value, list | tuple):
-        return encode_array(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as RESP")
-
-
-def encode_command(*args: bytes | str | int) -> bytes:
-    """A request as an array of bulk strings, the form redis-cli and client libraries send."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = b"%d" % arg if isinstance(arg, int) else _as_bytes(arg)
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(parts)
