@@ -22,7 +22,7 @@ from zlib import crc32
 
 import orjson
 
-from yakvs._expiry import check_key, expiry_ms, now_ms
+from yakvs._expiry import GetDerivedReads, check_key, expiry_ms, now_ms
 from yakvs._log import binary_payload
 from yakvs.errors import BadRequestError, StorageError
 
@@ -36,7 +36,7 @@ _NOT_UNICODE = "key and value must be valid Unicode (no lone surrogates)"
 Undo = list[tuple[str, str | None, int | None]]
 
 
-class Batch:
+class Batch(GetDerivedReads):
     """The object ``Store.batch()`` returns; one per store, reused (the lock serialises it)."""
 
     __slots__ = ("_data", "_exp", "_now", "_pending", "_store", "_ttl_keys", "_undo")
@@ -181,15 +181,6 @@ class Batch:
         if at is not None:
             self._exp.discard(key)
         return True
-
-    def ttl(self, key: str) -> int:
-        got = self.get(key)
-        if got is None:
-            return -2
-        return -1 if got[1] is None else got[1]
-
-    def exists(self, key: str) -> bool:
-        return self.get(key) is not None
 
     def keys(self, prefix: str = "", limit: int | None = None) -> list[str]:
         return self._store._keys_locked(prefix, limit)

@@ -24,6 +24,25 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class GetDerivedReads:
+    """``ttl`` and ``exists`` as the Store and a store Batch both answer them: from ``get``."""
+
+    __slots__ = ()
+
+    def get(self, key: str) -> tuple[str, int | None] | None:
+        raise NotImplementedError
+
+    def ttl(self, key: str) -> int:
+        """Remaining ms; -1 = no expiry, -2 = missing (the Redis convention)."""
+        got = self.get(key)
+        if got is None:
+            return -2
+        return -1 if got[1] is None else got[1]
+
+    def exists(self, key: str) -> bool:
+        return self.get(key) is not None
+
+
 class Expiries:
     """key -> absolute expiry (epoch ms) of keys that have one. Not thread-safe: the store locks."""
 

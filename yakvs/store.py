@@ -45,6 +45,7 @@ from yakvs._expiry import (
     MAX_EXPIRES_AT,
     MAX_TTL_MS,
     Expiries,
+    GetDerivedReads,
     check_key,
     expiry_ms,
     now_ms,
@@ -80,7 +81,7 @@ class StoreConfig:
     local_expiry: bool = True
 
 
-class Store:
+class Store(GetDerivedReads):
     """Thread-safe key-value store; see the module docstring for the durability contract."""
 
     def __init__(self, config: StoreConfig | None = None, **kwargs: Any) -> None:
@@ -228,16 +229,6 @@ class Store:
             self._append(self._encode(("E", key, None, 0)) if self._log is not None else None)
             self._exp.discard(key)
             return True
-
-    def ttl(self, key: str) -> int:
-        """Remaining ms; -1 = no expiry, -2 = missing (the Redis convention)."""
-        got = self.get(key)
-        if got is None:
-            return -2
-        return -1 if got[1] is None else got[1]
-
-    def exists(self, key: str) -> bool:
-        return self.get(key) is not None
 
     def expires_at(self, key: str) -> int | None:
         """Absolute expiry (epoch ms) of a live key, None if it has none or is missing."""
