@@ -21,8 +21,8 @@ from yakvs.errors import YakvsError
 from yakvs.protocol import Consistency
 from yakvs.raft.api import start_api
 from yakvs.raft.backend import RaftBackend
-from yakvs.raft.config import RaftConfig, is_loopback
-from yakvs.raft.node import RaftNode, StartupError
+from yakvs.raft.config import RaftConfig, StartupError, is_loopback
+from yakvs.raft.node import RaftNode
 from yakvs.raft.startup import bring_up
 from yakvs.server import Server, ServerConfig, install_uvloop
 

@@ -12,9 +12,9 @@ Embedding::
 from __future__ import annotations
 
 from yakvs.raft.backend import RaftBackend
-from yakvs.raft.config import RaftConfig
+from yakvs.raft.config import RaftConfig, StartupError
 from yakvs.raft.membership import Membership, MembershipError
-from yakvs.raft.node import RaftNode, StartupError
+from yakvs.raft.node import RaftNode
 from yakvs.raft.startup import bring_up
 
 __all__ = [

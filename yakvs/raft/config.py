@@ -6,7 +6,14 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from yakvs.errors import YakvsError
 from yakvs.protocol import Consistency
+
+
+class StartupError(YakvsError):
+    """The node cannot start (bad folder, join refused, port in use); the CLI exits 3."""
+
+    code = "STARTUP"
 
 
 @dataclass

@@ -1,28 +1,28 @@
-"""One cluster node: the SyncObj lifecycle, proposals from asyncio, expiry, restart metadata.
+"""One cluster node: the SyncObj lifecycle, proposals from asyncio, views of the cluster.
 
-Membership (join/leave/remove) lives in :mod:`yakvs.raft.membership`, the client-facing backend in
-:mod:`yakvs.raft.backend`, the admin API in :mod:`yakvs.raft.api`.
+Membership (join/leave/remove) lives in :mod:`yakvs.raft.membership`, how a node comes up in
+:mod:`yakvs.raft.startup`, its data folder in :mod:`yakvs.raft.folder`, leader-side expiry in
+:mod:`yakvs.raft.expiry`, the client-facing backend in :mod:`yakvs.raft.backend`, the admin API
+in :mod:`yakvs.raft.api`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Coroutine
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 from pysyncobj.monotonic import monotonic
 
-from yakvs.errors import NoLeaderError, UnavailableError, UnknownOutcomeError, YakvsError
+from yakvs.errors import NoLeaderError, UnavailableError, UnknownOutcomeError
 from yakvs.raft.batch import Barrier, WriteBatcher
-from yakvs.raft.config import RaftConfig
+from yakvs.raft.config import RaftConfig, StartupError
 from yakvs.raft.crypto import AeadEncryptor
+from yakvs.raft.expiry import Expirer
+from yakvs.raft.folder import NodeFolder
 from yakvs.raft.loop import (
     AsyncioPoller,
     CommitNotice,
@@ -37,18 +37,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-META_FILE = "node.json"
-LEFT_FILE = "LEFT"
+__all__ = ["ROLES", "RaftNode", "StartupError", "now_ms"]
+
 ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
 # Failures that prove the command never entered the log: safe to retry.
 _NOT_SENT = (FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER)
-
-
-class StartupError(YakvsError):
-    """The node cannot start (bad folder, join refused, port in use); the CLI exits 3."""
-
-    code = "STARTUP"
 
 
 def now_ms() -> int:
@@ -73,29 +67,19 @@ class RaftNode:
         self._poller: AsyncioPoller | None = None
         self.commit_notice: CommitNotice | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._expiring: set[str] = set()
+        self._expirer = Expirer(self.state, self.writes)
+        self.folder = NodeFolder(config.node_dir)
         self._saved_peers: list[str] | None = None
         self._conf: SyncObjConf | None = None
         self._membership: Membership | None = None
-        self._lock_fd: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def has_data(self) -> bool:
-        return (self.config.node_dir / META_FILE).exists()
+        return self.folder.has_data()
 
     def load_meta(self) -> dict[str, Any]:
-        node_dir = self.config.node_dir
-        if (node_dir / LEFT_FILE).exists():
-            raise StartupError(
-                f"node {self.config.node_id} left or was removed from its cluster; "
-                f"wipe {node_dir} to join again"
-            )
-        try:
-            meta: dict[str, Any] = json.loads((node_dir / META_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise StartupError(f"cannot read {node_dir / META_FILE}: {exc}") from exc
-        return meta
+        return self.folder.read_meta(self.config.node_id)
 
     def start_sync(self, peers: list[str], hold_elections: bool = False) -> None:
         """Build the SyncObj (binds the raft port) with ``peers`` as the initial configuration.
@@ -105,12 +89,8 @@ class RaftNode:
         joiner is admitted. :meth:`release_elections` restores the timeouts.
         """
         cfg = self.config
-        node_dir = cfg.node_dir
-        self.lock_folder()
-        if not self.has_data():
-            # Files left by a join that never completed: this node holds no acknowledged data.
-            for name in ("journal.bin", "journal.bin.meta", "dump.bin", "dump.bin.tmp"):
-                (node_dir / name).unlink(missing_ok=True)
+        self.folder.lock()
+        self.folder.remove_partial()
         loop = asyncio.get_running_loop()
         self._ticker = Ticker(loop, self._tick)
         self._poller = AsyncioPoller(loop, self._ticker.request)
@@ -126,8 +106,8 @@ class RaftNode:
             # Not pysyncobj's password (Fernet, slow): the AES-GCM encryptor is swapped in
             # by the transport class below.
             password=None,
-            journalFile=str(node_dir / "journal.bin"),
-            fullDumpFile=str(node_dir / "dump.bin"),
+            journalFile=self.folder.journal_file,
+            fullDumpFile=self.folder.dump_file,
             dynamicMembershipChange=True,
             connectionRetryTime=1.0,
             raftMinTimeout=cfg.election_timeout[0],
@@ -173,35 +153,20 @@ class RaftNode:
         self._conf.raftMinTimeout, self._conf.raftMaxTimeout = self.config.election_timeout
 
     def lock_folder(self) -> None:
-        """Create and lock the node's folder; idempotent. Two processes on one folder would
-        interleave their journals: the second is refused."""
-        if self._lock_fd is not None:
-            return
-        self.config.node_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.config.node_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StartupError(
-                f"{self.config.node_dir} is in use by another yakvs-raft process") from None
-        self._lock_fd = fd
+        self.folder.lock()
 
     def save_meta(self) -> None:
         cfg = self.config
         peers = sorted(self.peers())
-        meta = {"id": cfg.node_id, "raft": cfg.raft, "tcp": cfg.tcp, "api": cfg.api,
-                "peers": peers}
-        tmp = cfg.node_dir / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, cfg.node_dir / META_FILE)
+        self.folder.write_meta({"id": cfg.node_id, "raft": cfg.raft, "tcp": cfg.tcp,
+                                "api": cfg.api, "peers": peers})
         self._saved_peers = peers
 
     def mark_left(self) -> None:
         if self.left:
             return
         self.left = True
-        (self.config.node_dir / LEFT_FILE).write_text("left the cluster\n")
+        self.folder.mark_left()
         self.writes.fail_pending(UnavailableError("this node left the cluster"))
         if self.on_left is not None:
             # A moment for the admin API to answer the /leave that brought us here.
@@ -221,9 +186,7 @@ class RaftNode:
             self._sync = None
         if self._poller is not None:
             self._poller.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.folder.unlock()
 
     @property
     def sync(self) -> SyncObj:
@@ -258,7 +221,7 @@ class RaftNode:
             await asyncio.sleep(0.1)
             try:
                 if self.is_leader and self.has_quorum and not self.left:
-                    self._propose_expiries()
+                    self._expirer.propose(now_ms())
                 if self._was_removed():
                     logger.warning("this node was removed from the cluster: stopping")
                     self.mark_left()
@@ -270,19 +233,6 @@ class RaftNode:
         node_id = self.config.node_id
         return (not self.left and self.has_data() and self.sync.isReady()
                 and self.state.is_removed(node_id) and node_id not in self.state.members())
-
-    def _propose_expiries(self) -> None:
-        for key, expiry in self.state.expired_sample(now_ms(), budget=5000):
-            if key in self._expiring:
-                continue
-            self._expiring.add(key)
-            fut = self.writes.submit(("expire", key, expiry))
-            fut.add_done_callback(partial(self._expire_done, key=key, expiry=expiry))
-
-    def _expire_done(self, fut: asyncio.Future[Any], *, key: str, expiry: int) -> None:
-        self._expiring.discard(key)
-        if fut.cancelled() or fut.exception() is not None:
-            self.state.requeue(key, expiry)  # proposed again on a later round
 
     # -- embedding API: the original's Raft operations --------------------------------------
 

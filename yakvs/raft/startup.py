@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from yakvs.client._retry import ExponentialBackoff
+from yakvs.raft.config import StartupError
 from yakvs.raft.membership import Membership, MembershipError
-from yakvs.raft.node import RaftNode, StartupError
+from yakvs.raft.node import RaftNode
 
 logger = logging.getLogger(__name__)
 
