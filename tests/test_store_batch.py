@@ -83,7 +83,7 @@ def test_batches_answer_and_log_exactly_as_one_by_one(tmp_path_factory, ops, cut
                     out += backend.try_execute_encoded(ops[lo:hi]) or b""
             else:
                 for op in ops:
-                    out += backend._run_encoded(store, [op])
+                    out += backend.run_encoded(store, [op])
             memory = sorted(store.items())
         results[mode] = (_normalise(out), memory, _replayed(path))
         assert results[mode][1] == results[mode][2], "replay differs from memory"

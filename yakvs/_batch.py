@@ -39,13 +39,14 @@ Undo = list[tuple[str, str | None, int | None]]
 class Batch(GetDerivedReads):
     """The object ``Store.batch()`` returns; one per store, reused (the lock serialises it)."""
 
-    __slots__ = ("_data", "_exp", "_now", "_pending", "_store", "_ttl_keys", "_undo")
+    __slots__ = ("_data", "_exp", "_now", "_pending", "_store", "_ttl_at", "_ttl_keys", "_undo")
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._data = store._data
         self._exp = store._exp
         self._ttl_keys = store._ttl_keys
+        self._ttl_at = store._ttl_at
         self._pending: list[bytes] | None = None
         self._undo: Undo | None = None
         self._now = 0
@@ -145,15 +146,22 @@ class Batch(GetDerivedReads):
         data = self._data
         old = data.get(key)
         data[key] = value
-        self._undo.append((key, old, self._exp.replace(key, at)))  # type: ignore[union-attr]
+        i = self._ttl_keys.get(key)
+        if i is not None and at is not None:  # a TTL replaced by another (caches): no call
+            ttl_at = self._ttl_at
+            self._undo.append((key, old, ttl_at[i]))  # type: ignore[union-attr]
+            ttl_at[i] = at
+        else:
+            self._undo.append((key, old, self._exp.replace(key, at)))  # type: ignore[union-attr]
 
     def get(self, key: str) -> tuple[str, int | None] | None:
         value = self._data.get(key)
         if value is None:
             return None
-        if key not in self._ttl_keys:
+        i = self._ttl_keys.get(key)
+        if i is None:
             return value, None
-        left = self._exp.get(key) - self._now  # type: ignore[operator]
+        left = self._ttl_at[i] - self._now
         if left > 0:
             return value, left
         self._store._reclaim([key])

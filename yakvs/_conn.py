@@ -20,6 +20,7 @@ from yakvs.errors import BadRequestError, TooLargeError, UnavailableError, Yakvs
 from yakvs.protocol import (
     FastRequest,
     LineBuffer,
+    Op,
     Reply,
     Request,
     encode_reply,
@@ -45,6 +46,10 @@ _NOT_OBJECT = error_reply(BadRequestError("Invalid command format: expected a JS
 _Batch = tuple[list[Request | FastRequest], list[tuple[int, Reply]] | None]
 # Queued after the last batch when the connection must close once that batch is answered.
 _CLOSE: _Batch = ([], None)
+# In place of the backend call's future while a batch waits for the loop turn's shared log write.
+_DEFERRED = object()
+_SET, _GET = Op.SET, Op.GET
+_loads = orjson.loads
 
 
 class Connection(asyncio.Protocol):
@@ -54,18 +59,23 @@ class Connection(asyncio.Protocol):
         "_backend",
         "_buffer",
         "_closing",
+        "_done",
         "_execute_encoded",
         "_execute_now",
         "_first",
         "_from_dict",
+        "_get_line",
         "_head",
         "_held",
         "_max_line",
         "_paused_reading",
         "_paused_write",
         "_queue",
+        "_run_encoded",
         "_server",
+        "_set_line",
         "_task",
+        "_turn_add",
         "peer",
         "transport",
     )
@@ -78,10 +88,17 @@ class Connection(asyncio.Protocol):
         self._execute_encoded = getattr(server.backend, "try_execute_encoded", None)
         # A backend with that fast path also takes plain SET/GET decoded as tuples, not Requests.
         self._from_dict = request_from_dict if self._execute_encoded is None else fast_request
+        # Writes wait for the end of the loop turn and share one log write (see yakvs._turn).
+        turn = getattr(server.backend, "write_turn", None)
+        self._turn_add = turn.add if turn is not None and self._execute_encoded else None
+        self._run_encoded = getattr(server.backend, "run_encoded", None)
+        self._get_line = getattr(server.backend, "get_line", None) if self._turn_add else None
+        self._set_line = getattr(server.backend, "set_line", None)
+        self._done = self._deferred_done
         self._buffer = LineBuffer(server.config.max_request_size)
         self._max_line = server.config.max_request_size
         self._queue: deque[_Batch] = deque()
-        self._task: asyncio.Future[list[Reply]] | None = None
+        self._task: asyncio.Future[list[Reply]] | object | None = None
         self._first = True
         self._head = b""
         self._held = 0  # bytes of an unfinished line counted in server.buffered_bytes
@@ -142,9 +159,22 @@ class Connection(asyncio.Protocol):
                 # One request (an unpipelined client): no splitting, no lists. Any error is
                 # left to the general path, which decodes the line again and answers it.
                 try:
-                    obj = orjson.loads(data)
+                    obj = _loads(data)
                     if type(obj) is dict:
+                        if len(obj) == 2 and obj.get("op") == "GET" and self._get_line:
+                            key = obj.get("key")
+                            if type(key) is str and key:  # else the general path's error
+                                self.transport.write(self._get_line(key))  # type: ignore[union-attr]
+                                return
                         request = self._from_dict(obj, time.time_ns() // _NS_PER_MS)
+                        if (
+                            self._turn_add is not None
+                            and type(request) is tuple
+                            and request[0] is _SET
+                        ):
+                            self._task = _DEFERRED
+                            self._turn_add(self._set_line, request, self._done)
+                            return
                         out = execute((request,))
                         if out is None:  # the backend must wait (group commit)
                             self._submit(([request], None))
@@ -158,6 +188,10 @@ class Connection(asyncio.Protocol):
             if len(lines) <= MAX_BATCH:
                 requests, errors = self._decode(lines)
                 if errors is None and requests:
+                    if self._turn_add is not None and not _all_gets(requests):
+                        self._task = _DEFERRED
+                        self._turn_add(self._run_encoded, requests, self._done)
+                        return
                     out = execute(requests)
                     if out is not None:
                         self.transport.write(out)  # type: ignore[union-attr]
@@ -308,6 +342,15 @@ class Connection(asyncio.Protocol):
         self._server.inflight.add(task)
         task.add_done_callback(lambda t: self._batch_done(t, errors))
 
+    def _deferred_done(self, out: bytes) -> None:
+        # The loop turn's shared log write is done (or failed and each request ran on its own).
+        self._task = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(out)
+        if self._queue or self._paused_reading:
+            self._pump()
+
     def _batch_done(
         self, task: asyncio.Future[list[Reply]], errors: list[tuple[int, Reply]] | None
     ) -> None:
@@ -368,3 +411,11 @@ class Connection(asyncio.Protocol):
     def busy(self) -> bool:
         """True while a batch is being executed or waits to be."""
         return self._task is not None or bool(self._queue)
+
+
+def _all_gets(requests: list[Request | FastRequest]) -> bool:
+    """Whether the batch is plain GETs only: such a batch answers at once, no turn to wait for."""
+    for request in requests:
+        if type(request) is not tuple or request[0] is not _GET:
+            return False
+    return True

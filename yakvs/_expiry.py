@@ -63,6 +63,11 @@ class Expiries:
         """A live read-only view for fast membership tests (do not modify)."""
         return self._pos
 
+    def slots(self) -> tuple[dict[str, int], list[int]]:
+        """Live read-only views (key -> slot, slot -> expiry) for the hot read path: one dict
+        lookup and one index instead of a method call (do not modify; the objects never change)."""
+        return self._pos, self._at
+
     def get(self, key: str) -> int | None:
         i = self._pos.get(key)
         return None if i is None else self._at[i]

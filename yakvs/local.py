@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from yakvs import __version__
+from yakvs._turn import WriteTurn
 from yakvs.backend import Backend
 from yakvs.errors import StorageError, UnavailableError, UnknownOutcomeError, YakvsError
 from yakvs.protocol import (
@@ -80,6 +81,8 @@ class LocalBackend(Backend):
         self._next_sync: asyncio.Future[bool] | None = None
         self._running_sync: asyncio.Future[Any] | None = None
         self._closed = False
+        # Set by start() unless group commit waits for fsync: see yakvs._turn.
+        self.write_turn: WriteTurn | None = None
         self._handlers: dict[Op, Callable[[Request, _Target], Reply]] = {
             Op.SET: self._set,
             Op.GET: self._get,
@@ -96,6 +99,8 @@ class LocalBackend(Backend):
         self._loop = asyncio.get_running_loop()
         if self.group_commit:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="yakvs-fsync")
+        else:
+            self.write_turn = WriteTurn(self.store, self._loop)
         if self._tick_interval > 0:
             self._tick_handle = self._loop.call_later(self._tick_interval, self._tick)
 
@@ -114,16 +119,45 @@ class LocalBackend(Backend):
         if self.group_commit:
             return None
         if len(requests) == 1:  # unpipelined: a batch of one would only add its own overhead
-            return self._run_encoded(self.store, requests)
+            return self.run_encoded(self.store, requests)
         try:
             with self.store.batch() as batch:
-                return self._run_encoded(batch, requests)
+                return self.run_encoded(batch, requests)
         except StorageError:
             # The batch's log write failed and it was undone: its replies are void. One by one,
             # each command gets its own outcome (some may fit on the disk, others not).
-            return self._run_encoded(self.store, requests)
+            return self.run_encoded(self.store, requests)
 
-    def _run_encoded(self, target: _Target, requests: Sequence[Request | FastRequest]) -> bytes:
+    def get_line(self, key: str) -> bytes:
+        """The reply line of a plain GET of ``key`` (a non-empty str): an unpipelined GET's path.
+
+        Only for a backend without group commit (see :attr:`write_turn`), as try_execute_encoded.
+        """
+        try:
+            found = self.store.get(key)
+        except YakvsError as exc:
+            return encode_reply(error_reply(exc))
+        except Exception:
+            logger.exception("request GET failed")
+            return encode_reply(_INTERNAL)
+        if found is None:
+            return _NOT_FOUND_LINE
+        ms = found[1]
+        return encode_value_reply(found[0], -1 if ms is None else ms * NS_PER_MS)
+
+    def set_line(self, target: _Target, request: FastRequest) -> bytes:
+        """The reply line of one plain SET (a FastRequest) run against ``target``."""
+        try:
+            target.put(request[1], request[2], request[4])
+        except YakvsError as exc:
+            return encode_reply(error_reply(exc))
+        except Exception:
+            logger.exception("request SET failed")
+            return encode_reply(_INTERNAL)
+        return OK_LINE
+
+    def run_encoded(self, target: _Target, requests: Sequence[Request | FastRequest]) -> bytes:
+        """The reply lines of ``requests`` run in order against ``target`` (store or batch)."""
         out: list[bytes] = []
         append = out.append
         handlers = self._handlers
@@ -263,6 +297,8 @@ class LocalBackend(Backend):
             "keys": len(self.store),
             "group_commit": self.group_commit,
             "syncs": self.syncs,
+            # Loop turns whose writes shared one log write (see yakvs._turn).
+            "write_turns": self.write_turn.flushes if self.write_turn is not None else 0,
         }
         if isinstance(stats, dict):
             info["store"] = stats
@@ -317,6 +353,8 @@ class LocalBackend(Backend):
         self._closed = True
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        if self.write_turn is not None:
+            self.write_turn.flush()  # normally done already: the loop ran it at the end of a turn
         while self._running_sync is not None or self._next_sync is not None:
             if self._running_sync is not None:
                 await asyncio.wait([self._running_sync])

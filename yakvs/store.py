@@ -100,7 +100,8 @@ class Store(GetDerivedReads):
         self._sync_lock = threading.Lock()
         self._data: dict[str, str] = {}
         self._exp = Expiries()
-        self._ttl_keys = self._exp.keys_with_ttl()  # live view, for a cheap membership test
+        # Live views, for a cheap membership test and for get() without a method call.
+        self._ttl_keys, self._ttl_at = self._exp.slots()
         self._rng = random.Random()
         self._log: LogFile | None = None
         self._deferred = 0
@@ -184,9 +185,10 @@ class Store(GetDerivedReads):
             value = self._data.get(key)
             if value is None:
                 return None
-            if key not in self._ttl_keys:
+            i = self._ttl_keys.get(key)
+            if i is None:
                 return value, None
-            left = self._exp.get(key) - _time_ns() // 1_000_000  # type: ignore[operator]
+            left = self._ttl_at[i] - _time_ns() // 1_000_000
             if left > 0:
                 return value, left
             self._reclaim([key])

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+# In place of the backend call's future while a batch waits for the loop turn's shared log write.
+_DEFERRED = object()
 # Parsed commands held per connection before reading pauses (the rest waits in the socket).
 MAX_PENDING = 1024
 
@@ -41,9 +43,13 @@ class RespConnection(asyncio.Protocol):
         self._backend = server.backend
         self._execute_now = getattr(server.backend, "try_execute_now", None)
         self._store = fast.store_for(server.backend)
+        # Writes wait for the end of the loop turn and share one log write (see yakvs._turn).
+        turn = getattr(server.backend, "write_turn", None)
+        self._turn_add = turn.add if turn is not None and self._store is not None else None
+        self._done = self._deferred_done
         self._parser = RespParser(server.config.max_request_size)
         self._pending: deque[list[bytes] | RespProtocolError] = deque()
-        self._task: asyncio.Future[list[Reply]] | None = None
+        self._task: asyncio.Future[list[Reply]] | object | None = None
         self._closing = False
         self._held = 0  # parser bytes counted in server.buffered_bytes
         self._paused_write = False
@@ -91,6 +97,14 @@ class RespConnection(asyncio.Protocol):
             split = fast.split_arrays(data, parser.max_bulk_len, parser.max_multibulk_len)
             if split is not None and fast.plain(split):
                 self.session.last_active = time.monotonic()
+                if (
+                    self._turn_add is not None
+                    and len(split) <= MAX_BATCH
+                    and not fast.all_gets(split)
+                ):
+                    self._task = _DEFERRED
+                    self._turn_add(fast.run_on, split, self._done)
+                    return
                 write = self.transport.write  # type: ignore[union-attr]
                 # In slices, so a client that stops reading its replies stops us between them.
                 done = 0
@@ -119,6 +133,12 @@ class RespConnection(asyncio.Protocol):
                 return
             if commands and fast.plain(commands):
                 self.session.last_active = time.monotonic()
+                if self._turn_add is not None and not fast.all_gets(commands):
+                    # The rest of this read waits in the parser until the turn's write is done.
+                    self._task = _DEFERRED
+                    self._turn_add(fast.run_on, commands, self._done)
+                    self._account()
+                    return
                 self.transport.write(fast.run(store, commands))  # type: ignore[union-attr]
                 if len(commands) < MAX_BATCH:
                     if self._held or parser.buffered:
@@ -211,6 +231,17 @@ class RespConnection(asyncio.Protocol):
         self._task = task
         self._server.inflight.add(task)
         task.add_done_callback(lambda t: self._batch_done(t, plan, close))
+
+    def _deferred_done(self, out: bytes) -> None:
+        # The loop turn's shared log write is done (or failed and each command ran on its own).
+        self._task = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(out)
+        parser = self._parser
+        if self._pending or self._closing or self._paused_reading or not parser.idle:
+            self._pull()
+            self._pump()
 
     def _batch_done(
         self, task: asyncio.Future[list[Reply]], plan: list[Planned], close: bool

@@ -83,19 +83,28 @@ def plain(commands: list[list[bytes]]) -> bool:
     return True
 
 
+def all_gets(commands: list[list[bytes]]) -> bool:
+    """Whether a :func:`plain` batch only reads: it is answered at once, not at the turn's end."""
+    for argv in commands:
+        if len(argv) != 2:
+            return False
+    return True
+
+
 def run(store: Store, commands: list[list[bytes]]) -> bytes:
     """Execute plain GET/SET commands in order; the RESP replies, joined."""
     if len(commands) == 1:
-        return _run(store, commands)
+        return run_on(store, commands)
     try:
         with store.batch() as batch:
-            return _run(batch, commands)
+            return run_on(batch, commands)
     except StorageError:
         # The batch's log write failed and was undone: one by one, each gets its own outcome.
-        return _run(store, commands)
+        return run_on(store, commands)
 
 
-def _run(target: Any, commands: list[list[bytes]]) -> bytes:
+def run_on(target: Any, commands: list[list[bytes]]) -> bytes:
+    """Execute plain GET/SET commands against ``target`` (a store batch, or the store)."""
     out: list[bytes] = []
     append = out.append
     for argv in commands:
