@@ -13,7 +13,7 @@ from yakvs.raft.state import KVState
 from yakvs.rediscompat import raft as redis_ops
 from yakvs.rediscompat.admin import Session
 from yakvs.rediscompat.commands import Call, dispatch
-from yakvs.rediscompat.fast import split_arrays
+from yakvs.rediscompat.fast import split_arrays, split_one
 from yakvs.rediscompat.keyspace import key_matches, scan_keys
 from yakvs.rediscompat.sniff import sniff
 from yakvs.resp import RespParser, encode_command
@@ -133,3 +133,44 @@ def test_fast_split_agrees_with_the_parser(commands: list[list[bytes]], tail: by
     while (argv := parser.next_command()) is not None:
         parsed.append(argv)
     assert split == parsed and parser.idle
+
+
+_word = st.sampled_from([b"GET", b"get", b"Get", b"SET", b"set", b"gEt", b"DEL", b"", b"GE"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    argv=st.tuples(_word, _arg).map(list) | st.tuples(_word, _arg, _arg).map(list),
+    tail=st.sampled_from([b"", b"*", b"*1\r\n", b"\r\n", b"x"]),
+    cut=st.integers(0, 3),
+)
+def test_single_command_split_agrees_with_the_parser(
+    argv: list[bytes], tail: bytes, cut: int
+) -> None:
+    data = encode_command(*argv) + tail
+    data = data[: len(data) - cut] if cut else data
+    split = split_one(data, 1 << 20)
+    parser = RespParser()
+    parser.feed(data)
+    try:
+        parsed = [argv for argv in iter(parser.next_command, None)]
+    except Exception:
+        parsed = None
+    if split is None:
+        # The general parser decides; but a clean plain GET/SET must take the fast path.
+        plain = argv[0] in (b"GET", b"get", b"Get", b"SET", b"set", b"Set") and len(argv) == (
+            2 if argv[0].upper() == b"GET" else 3
+        )
+        clean = not tail and not cut and argv[1] and b"\r\n" not in b"".join(argv)
+        assert not (plain and clean), argv
+        return
+    assert split == parsed and parser.idle
+
+
+def test_single_command_split_refuses_lookalikes() -> None:
+    assert split_one(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", 10) == [[b"GET", b"k"]]
+    assert split_one(b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n", 10) is None  # not canonical
+    assert split_one(b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n", 10) is None  # empty key
+    assert split_one(b"*2\r\n$3\r\nGET\r\n$5\r\nk\r\nab\r\n", 10) is None  # CRLF in it
+    assert split_one(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$11\r\nvvvvvvvvvvv\r\n", 10) is None
+    assert split_one(b"*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n", 10) is None

@@ -28,6 +28,38 @@ def store_for(backend: Any) -> Store | None:
     return None
 
 
+def split_one(data: bytes, max_bulk: int) -> list[list[bytes]] | None:
+    """``[argv]`` when ``data`` is exactly one ``GET key`` or ``SET key value`` array, else None.
+
+    An unpipelined client sends one command per read; :func:`split_arrays` would find it too,
+    at about three times the cost. The same rule holds: each ``$n`` must equal the length of the
+    piece after it, so a bulk holding a CRLF (or anything unusual) goes to the general parser.
+    """
+    parts = data.split(b"\r\n")
+    n = len(parts)
+    if n == 6:
+        if parts[0] != b"*2" or parts[1] != b"$3" or parts[2] not in _GET or parts[5]:
+            return None
+        key = parts[4]
+        if not key or parts[3] != b"$%d" % len(key) or len(key) > max_bulk:
+            return None
+        return [[parts[2], key]]
+    if n == 8:
+        if parts[0] != b"*3" or parts[1] != b"$3" or parts[2] not in _SET or parts[7]:
+            return None
+        key, value = parts[4], parts[6]
+        if (
+            not key
+            or parts[3] != b"$%d" % len(key)
+            or parts[5] != b"$%d" % len(value)
+            or len(key) > max_bulk
+            or len(value) > max_bulk
+        ):
+            return None
+        return [[parts[2], key, value]]
+    return None
+
+
 def split_arrays(data: bytes, max_bulk: int, max_count: int) -> list[list[bytes]] | None:
     """Whole RESP arrays of bulk strings, when ``data`` is exactly that and nothing unusual.
 
