@@ -94,6 +94,15 @@ class RespConnection(asyncio.Protocol):
         )
         if hot and data[:1] == b"*" and parser.idle and len(data) <= parser.max_command_size:
             # Whole arrays in this read (the usual case): split them without the parser.
+            split = fast.split_one(data, parser.max_bulk_len)
+            if split is not None:  # one plain GET or SET: an unpipelined client
+                self.session.last_active = time.monotonic()
+                if len(split[0]) == 2 or self._turn_add is None:
+                    self.transport.write(fast.run_on(store, split))  # type: ignore[union-attr]
+                else:
+                    self._task = _DEFERRED
+                    self._turn_add(fast.run_on, split, self._done)
+                return
             split = fast.split_arrays(data, parser.max_bulk_len, parser.max_multibulk_len)
             if split is not None and fast.plain(split):
                 self.session.last_active = time.monotonic()
