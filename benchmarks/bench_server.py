@@ -77,19 +77,39 @@ def ensure_jsonload(path: str) -> str:
     return path
 
 
-def jsonload(tool: str, port: int, proto: str, op: str, p: int, args: argparse.Namespace, *extra):
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def jsonload(
+    tool: str, port: int, proto: str, op: str, p: int, args: argparse.Namespace, *extra: str,
+    pid: int | None = None,
+) -> tuple[float, float, float, float]:
+    """(rps, p50 ms, p99 ms, server CPU us per request -- measured when ``pid`` is given)."""
     cmd = [
         tool, "-addr", f"127.0.0.1:{port}", "-proto", proto, "-op", op,
         "-c", str(args.c), "-n", str(args.n), "-p", str(p), "-k", str(args.k), "-d", str(args.d),
         *extra,
     ]  # fmt: skip
+    cpu_before = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    cpu = cpu_seconds(pid) - cpu_before
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
     fields = dict(_FIELD.findall(out.stdout))
     if int(fields.get("errors", "0")) or int(fields.get("misses", "0")):
         print(f"warning: {out.stdout.strip()}", file=sys.stderr)
-    return float(fields["rps"]), float(fields["p50_ms"]), float(fields["p99_ms"])
+    done = int(fields.get("done", "0")) or 1
+    rps, p50, p99 = float(fields["rps"]), float(fields["p50_ms"]), float(fields["p99_ms"])
+    return rps, p50, p99, cpu / done * 1e6
 
 
 def main() -> int:
@@ -136,7 +156,7 @@ def main() -> int:
         subprocess.Popen([sys.executable, "-c", FLOOR_SERVER, str(fport)]) if args.floor else None
     )
     load_before = os.getloadavg()[0]
-    results: dict[tuple[str, int], dict[str, list[tuple[float, float, float]]]] = {}
+    results: dict[tuple[str, int], dict[str, list[tuple[float, float, float, float]]]] = {}
     try:
         if floor is not None:
             wait_port(fport)
@@ -164,11 +184,13 @@ def main() -> int:
             )
             for _ in range(args.rounds):
                 if baseline is not None:
-                    runs["baseline"].append(jsonload(tool, bport, "json", op, p, args))
-                runs["yakvs"].append(jsonload(tool, yport, "json", op, p, args))
-                runs["redis"].append(jsonload(tool, rport, "resp", op, p, args))
+                    runs["baseline"].append(
+                        jsonload(tool, bport, "json", op, p, args, pid=baseline.pid)
+                    )
+                runs["yakvs"].append(jsonload(tool, yport, "json", op, p, args, pid=yakvs.pid))
+                runs["redis"].append(jsonload(tool, rport, "resp", op, p, args, pid=redis.pid))
                 if floor is not None:
-                    runs["floor"].append(jsonload(tool, fport, "json", op, p, args))
+                    runs["floor"].append(jsonload(tool, fport, "json", op, p, args, pid=floor.pid))
     finally:
         for proc in (yakvs, redis, floor, baseline):
             if proc is None:
@@ -185,13 +207,15 @@ def main() -> int:
           f"k={args.k} d={args.d}, median of {args.rounds} alternating rounds, "
           f"load {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
     head = f"{'op':<5}{'P':>3}{'yakvs rps':>12}{'redis rps':>12}{'ratio':>8}{'target':>8}"
-    head += f"{'y p50ms':>9}{'y p99ms':>9}{'r p99ms':>9}  ok"
+    head += f"{'y p50ms':>9}{'y p99ms':>9}{'r p99ms':>9}{'y cpu/req':>11}{'r cpu/req':>11}  ok"
     if args.floor:
         head += f"{'floor/redis':>13}"
     if args.baseline:
-        head += f"{'base/redis':>12}{'b p99ms':>9}"
+        head += f"{'base/redis':>12}{'b p99ms':>9}{'b cpu/req':>11}"
     print(head)
     print("-" * len(head))
+    print("(cpu/req: user+system CPU of the server process per request, from /proc: less noisy")
+    print(" than rps on a shared machine; the ratio comes down to it when the server is busy)")
     for op, p, target in SCENARIOS:
         if (op, p) not in results:
             continue
@@ -202,14 +226,16 @@ def main() -> int:
         ok = ratio >= target and (p == 1 or y[2] < 10.0)
         line = (
             f"{op.upper():<5}{p:>3}{y[0]:>12.0f}{r[0]:>12.0f}{ratio:>8.2f}{target:>8.2f}"
-            f"{y[1]:>9.2f}{y[2]:>9.2f}{r[2]:>9.2f}  {'yes' if ok else 'NO '}"
+            f"{y[1]:>9.2f}{y[2]:>9.2f}{r[2]:>9.2f}{y[3]:>9.2f}us{r[3]:>9.2f}us"
+            f"  {'yes' if ok else 'NO '}"
         )
         if runs["floor"]:
             line += f"{statistics.median(x[0] for x in runs['floor']) / r[0]:>13.2f}"
         if runs["baseline"]:
             b_rps = statistics.median(x[0] for x in runs["baseline"])
             b_p99 = statistics.median(x[2] for x in runs["baseline"])
-            line += f"{b_rps / r[0]:>12.2f}{b_p99:>9.2f}"
+            b_cpu = statistics.median(x[3] for x in runs["baseline"])
+            line += f"{b_rps / r[0]:>12.2f}{b_p99:>9.2f}{b_cpu:>9.2f}us"
         print(line)
     return 0
 
