@@ -93,9 +93,9 @@ class RespConnection(asyncio.Protocol):
                 self.session.last_active = time.monotonic()
                 write = self.transport.write  # type: ignore[union-attr]
                 # In slices, so a client that stops reading its replies stops us between them.
-                done = 0
+                done, nil = 0, self.session.nil
                 while done < len(split) and not self._paused_write:
-                    write(fast.run(store, split[done : done + MAX_BATCH]))  # type: ignore[arg-type]
+                    write(fast.run(store, split[done : done + MAX_BATCH], nil))  # type: ignore[arg-type]
                     done += MAX_BATCH
                 if done < len(split):
                     self._pending.extend(split[done:])
@@ -119,7 +119,7 @@ class RespConnection(asyncio.Protocol):
                 return
             if commands and fast.plain(commands):
                 self.session.last_active = time.monotonic()
-                self.transport.write(fast.run(store, commands))  # type: ignore[union-attr]
+                self.transport.write(fast.run(store, commands, self.session.nil))  # type: ignore[union-attr]
                 if len(commands) < MAX_BATCH:
                     if self._held or parser.buffered:
                         self._account()

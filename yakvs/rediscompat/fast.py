@@ -83,19 +83,19 @@ def plain(commands: list[list[bytes]]) -> bool:
     return True
 
 
-def run(store: Store, commands: list[list[bytes]]) -> bytes:
-    """Execute plain GET/SET commands in order; the RESP replies, joined."""
+def run(store: Store, commands: list[list[bytes]], nil: bytes = NIL) -> bytes:
+    """Execute plain GET/SET commands in order; the RESP replies, joined (a miss is ``nil``)."""
     if len(commands) == 1:
-        return _run(store, commands)
+        return _run(store, commands, nil)
     try:
         with store.batch() as batch:
-            return _run(batch, commands)
+            return _run(batch, commands, nil)
     except StorageError:
         # The batch's log write failed and was undone: one by one, each gets its own outcome.
-        return _run(store, commands)
+        return _run(store, commands, nil)
 
 
-def _run(target: Any, commands: list[list[bytes]]) -> bytes:
+def _run(target: Any, commands: list[list[bytes]], nil: bytes) -> bytes:
     out: list[bytes] = []
     append = out.append
     for argv in commands:
@@ -104,7 +104,7 @@ def _run(target: Any, commands: list[list[bytes]]) -> bytes:
             if len(argv) == 2:
                 found = target.get(key)
                 if found is None:
-                    append(NIL)
+                    append(nil)
                 else:
                     data = found[0].encode("utf-8", "surrogateescape")
                     append(b"$%d\r\n%b\r\n" % (len(data), data))
