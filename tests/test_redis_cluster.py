@@ -115,4 +115,8 @@ def test_redis_py_through_a_follower(tmp_path: Path) -> None:
         assert all(g == winner for g in getters if g is not None)
         assert plain.count(True) == 1 and plain.count(None) == 14
         assert r.get("lock") == winner
+        # An empty key is refused in the cluster as in standalone (Redis would take it).
+        with pytest.raises(redis.ResponseError, match="Key is required"):
+            r.mset({"z": "1", "": "v"})
+        assert r.exists("z", "") == 0 and r.persist("") is False
         r.close()

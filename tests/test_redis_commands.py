@@ -209,6 +209,12 @@ def test_expected_values_without_redis(yakvs_client: redis.Redis) -> None:
     with pytest.raises(redis.ResponseError, match="DB index is out of range"):
         r.execute_command("SELECT", "1")
     assert r.flushall() and r.dbsize() == 0
+    # Keys are never empty here (Redis allows ""): writes of "" are refused, MSET as a whole.
+    for write in (lambda: r.set("", "v"), lambda: r.mset({"z": "1", "": "v"})):
+        with pytest.raises(redis.ResponseError, match=r"Key is required \(BAD_REQUEST\)"):
+            write()
+    assert r.exists("z", "") == 0 and r.get("") is None and r.delete("") == 0
+    assert r.expire("", 10) is False and r.persist("") is False and r.ttl("") == -2
 
 
 def test_scan_visits_every_key_once(yakvs_client: redis.Redis, redis_client: Any) -> None:

@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 
 Format = Callable[[Reply], bytes]
 _NOT_FOUND: Final = KeyNotFoundError.code
+# yakvs keys are never empty (Redis allows ""): writes of "" are refused here, before either
+# backend sees them, so standalone and cluster agree and an MSET is refused as a whole; EXPIRE
+# and PERSIST of "" answer 0, as for any missing key.
+_KEY_REQUIRED: Final = error("ERR Key is required (BAD_REQUEST)")
+_ZERO: Final = b":0\r\n"
 _LLONG_MAX: Final = 2**63 - 1
 
 
@@ -148,7 +153,7 @@ def _get(argv: list[bytes], session: Session) -> Planned:
 
 def _set(argv: list[bytes], session: Session) -> Planned:
     key, value = text(argv[1]), text(argv[2])
-    if len(argv) == 3:
+    if len(argv) == 3 and key:
         return Call(_request(Op.SET, key, value), _fmt_ok)
     cond, get_old, keep_ttl = "", False, False
     unit: bytes | None = None
@@ -177,6 +182,8 @@ def _set(argv: list[bytes], session: Session) -> Planned:
         if isinstance(found, bytes):
             return found
         expires_at = found
+    if not key:
+        return _KEY_REQUIRED
     request = Request(
         Op.RSET, key, value, expires_at=expires_at, args=(cond, get_old, keep_ttl)
     )
@@ -231,6 +238,8 @@ def _expire_generic(argv: list[bytes], name: str, unit_ms: int) -> Planned:
     at = _now_ms() + n * unit_ms
     if at > MAX_EXPIRES_AT:
         return invalid
+    if not argv[1]:
+        return _ZERO
     # An expiry at or before now deletes the key, as in Redis (the backend compares).
     request = Request(Op.PEXPIREAT, text(argv[1]), expires_at=max(at, 0), args=(flag,))
     return Call(request, _fmt_int)
@@ -245,6 +254,8 @@ def _pexpire(argv: list[bytes], session: Session) -> Planned:
 
 
 def _persist(argv: list[bytes], session: Session) -> Planned:
+    if not argv[1]:
+        return _ZERO
     return Call(Request(Op.PEXPIREAT, text(argv[1])), _fmt_int)
 
 
@@ -275,6 +286,8 @@ def _mget(argv: list[bytes], session: Session) -> Planned:
 def _mset(argv: list[bytes], session: Session) -> Planned:
     if len(argv) % 2 == 0:
         return wrong_arity("mset")
+    if not all(argv[1::2]):
+        return _KEY_REQUIRED
     return Call(Request(Op.MSET, args=_keys_args(argv)), _fmt_ok)
 
 
