@@ -198,9 +198,10 @@ def test_startup_failures_exit_3(tmp_path):
         node.start(extra=["--raft", "0.0.0.0:1", "--bootstrap"])
         assert node.proc.wait(15) == 3
         assert "without --secret" in node.log_path.read_text()
-        # Joining through an address nobody serves.
-        node.start(join="127.0.0.1:1")
+        # Joining through an address nobody serves (retried until --join-timeout).
+        node.start(join="127.0.0.1:1", extra=["--join-timeout", "1"])
         assert node.proc.wait(15) == 3
+        assert "gave up after 1 s" in node.log_tail()
         # A second process on a folder in use (other ports, same --dir and --id).
         node.start(bootstrap=True)
         cluster.wait_ready([node])

@@ -10,8 +10,8 @@ import pytest
 from yakvs.protocol import Op, Request
 from yakvs.raft.backend import RaftBackend
 from yakvs.raft.config import RaftConfig
-from yakvs.raft.membership import bring_up
 from yakvs.raft.node import RaftNode
+from yakvs.raft.startup import bring_up
 from yakvs.testing.cluster import free_ports
 
 pytestmark = pytest.mark.timeout(60)

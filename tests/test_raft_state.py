@@ -10,8 +10,9 @@ import pytest
 from yakvs.protocol import Consistency, Op, Request
 from yakvs.raft.backend import RaftBackend
 from yakvs.raft.config import RaftConfig, is_loopback
-from yakvs.raft.membership import Membership, bring_up
+from yakvs.raft.membership import Membership
 from yakvs.raft.node import RaftNode, now_ms
+from yakvs.raft.startup import bring_up
 from yakvs.raft.state import KVState
 from yakvs.testing.cluster import free_ports
 

@@ -22,8 +22,8 @@ from yakvs.protocol import Consistency
 from yakvs.raft.api import start_api
 from yakvs.raft.backend import RaftBackend
 from yakvs.raft.config import RaftConfig, is_loopback
-from yakvs.raft.membership import bring_up
 from yakvs.raft.node import RaftNode, StartupError
+from yakvs.raft.startup import bring_up
 from yakvs.server import Server, ServerConfig, install_uvloop
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,9 @@ async def _mark_serving(node: RaftNode, server: Server) -> None:
 @click.option("--bootstrap", "-bootstrap", is_flag=True, help="Start a new cluster.")
 @click.option("--join", "-join", type=HOST_PORT, default=None,
               help="Join through the admin API (H:P) of any member.")
+@click.option("--join-timeout", type=click.FloatRange(min=0.0), default=60.0, show_default=True,
+              help="Seconds to keep retrying --join (seed not up yet, no leader, busy) before "
+                   "giving up; also bounds a --bootstrap node's first election.")
 @click.option("--secret", default=None, show_default=False,
               help="Cluster secret: raft encryption password and admin API bearer token.")
 @click.option("--read-consistency", "-read-consistency",
@@ -105,8 +108,9 @@ async def _mark_serving(node: RaftNode, server: Server) -> None:
 @log_level_option()
 @version_option()
 def main(node_id: str, raft: tuple[str, int], tcp: tuple[str, int], api: tuple[str, int],
-         data_dir: str, bootstrap: bool, join: tuple[str, int] | None, secret: str | None,
-         read_consistency: str, request_timeout: float, log_level: str) -> None:
+         data_dir: str, bootstrap: bool, join: tuple[str, int] | None, join_timeout: float,
+         secret: str | None, read_consistency: str, request_timeout: float,
+         log_level: str) -> None:
     """Run one node of a yakvs cluster (Raft via pysyncobj)."""
     setup_logging(log_level)
     if bootstrap and join:
@@ -116,7 +120,7 @@ def main(node_id: str, raft: tuple[str, int], tcp: tuple[str, int], api: tuple[s
     config = RaftConfig(
         node_id=node_id, raft=_fmt(raft), tcp=_fmt(tcp), api=_fmt(api),
         data_dir=Path(data_dir), bootstrap=bootstrap,
-        join=_fmt(join) if join else None, secret=secret or None,
+        join=_fmt(join) if join else None, join_timeout=join_timeout, secret=secret or None,
         read_consistency=Consistency(read_consistency.lower()),
         request_timeout=request_timeout,
     )

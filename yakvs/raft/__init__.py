@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from yakvs.raft.backend import RaftBackend
 from yakvs.raft.config import RaftConfig
-from yakvs.raft.membership import Membership, MembershipError, bring_up
+from yakvs.raft.membership import Membership, MembershipError
 from yakvs.raft.node import RaftNode, StartupError
+from yakvs.raft.startup import bring_up
 
 __all__ = [
     "Membership",

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from yakvs.errors import YakvsError
 from yakvs.raft.config import split_hostport
@@ -30,7 +31,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 @web.middleware
-async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     node = request.app[_NODE]
     secret = node.config.secret
     if secret and request.method in _MUTATING:

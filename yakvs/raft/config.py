@@ -32,6 +32,9 @@ class RaftConfig:
     # Seconds a write or barrier may take before its outcome is reported unknown; below the
     # clients' default request timeout (5 s) so they get the answer rather than a timeout.
     request_timeout: float = 4.0
+    # Seconds a starting node keeps trying to join (or, bootstrapping, to elect itself and
+    # register) before it gives up: under load, or started before its seed, it must be patient.
+    join_timeout: float = 60.0
     # Seconds to wait for a leader before answering NO_LEADER.
     leader_wait: float = 2.0
     # Raft election timeout range (seconds); failover time is bounded by the upper end.

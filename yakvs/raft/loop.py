@@ -106,7 +106,7 @@ class _LightZlib:
 
 def install_light_compression() -> None:
     """Process-wide and idempotent; every pysyncobj connection in this process uses it."""
-    pysyncobj.tcp_connection.zlib = _LightZlib  # type: ignore[attr-defined]
+    pysyncobj.tcp_connection.zlib = _LightZlib
 
 
 def make_transport_class(poller: AsyncioPoller, encryptor: Any = None) -> type[TCPTransport]:

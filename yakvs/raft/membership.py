@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import aiohttp
 from pysyncobj import FAIL_REASON
 
 from yakvs.raft.config import split_hostport
-from yakvs.raft.node import RaftNode, StartupError
+from yakvs.raft.node import RaftNode
 
 logger = logging.getLogger(__name__)
 
@@ -185,87 +186,35 @@ class Membership:
         return {"Authorization": f"Bearer {secret}"} if secret else {}
 
     async def forward(self, method: str, api: str, path: str,
-                      body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Call another member's admin API; its 4xx/5xx become a MembershipError."""
+                      body: dict[str, Any] | None = None,
+                      timeout: float = 20.0) -> dict[str, Any]:
+        """Call another member's admin API; its 4xx/5xx become a MembershipError, and no
+        answer (refused, reset, timed out, not JSON) a 502."""
         url = f"http://{api}{path}"
+        limit = aiohttp.ClientTimeout(total=timeout)
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+            async with aiohttp.ClientSession(timeout=limit) as session:
                 async with session.request(method, url, json=body, headers=self._headers()) as r:
-                    data: dict[str, Any] = await r.json(content_type=None)
+                    data = await r.json(content_type=None)
                     if r.status >= 400:
-                        raise MembershipError(r.status, str(data.get("error", data)))
+                        error = data.get("error", data) if isinstance(data, dict) else data
+                        raise MembershipError(r.status, str(error))
+                    if not isinstance(data, dict):
+                        raise ValueError(f"expected a JSON object, got {data!r:.80}")
                     return data
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except aiohttp.ClientConnectorError as exc:
+            err = exc.os_error
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            raise MembershipError(502, f"cannot reach {api}: {reason}") from exc
+        except TimeoutError as exc:
+            raise MembershipError(502, f"cannot reach {api}: no answer in {timeout:g} s") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
             raise MembershipError(502, f"cannot reach {api}: {exc}") from exc
 
-    async def fetch_members(self, api: str) -> list[dict[str, str]]:
-        try:
-            data = await self.forward("GET", api, "/members")
-        except MembershipError as exc:
-            raise StartupError(f"cannot get the member list from {api}: {exc.message}") from exc
-        members: list[dict[str, str]] = data["members"]
+    async def fetch_members(self, api: str, timeout: float = 20.0) -> list[dict[str, str]]:
+        data = await self.forward("GET", api, "/members", timeout=timeout)
+        members = data.get("members")
+        if not isinstance(members, list):
+            raise MembershipError(502, f"{api} answered /members without a member list")
         return members
 
-
-async def bring_up(node: RaftNode, membership: Membership) -> None:
-    """Start ``node``: from its data folder if it has one, else bootstrap or join."""
-    cfg = node.config
-    node.lock_folder()
-    if node.has_data():
-        meta = node.load_meta()
-        if cfg.bootstrap or cfg.join:
-            logger.info("%s has data: ignoring --bootstrap/--join", cfg.node_dir)
-        if meta.get("raft") != cfg.raft:
-            raise StartupError(
-                f"{cfg.node_dir} belongs to raft address {meta.get('raft')}, not {cfg.raft}")
-        node.start_sync(list(meta.get("peers", [])))
-        node.save_meta()  # from now on kept in step with the configuration
-        await _refuse_if_removed(node)
-        node.background(_refresh_own_entry(node, membership))
-        return
-    if cfg.bootstrap:
-        node.start_sync([])
-        try:
-            await node.wait_leader(10.0)
-            await node.call(node.state.add_member, cfg.node_id, cfg.raft, cfg.tcp, cfg.api)
-        except Exception as exc:
-            raise StartupError(f"bootstrap failed: {exc}") from exc
-        node.save_meta()
-        logger.info("bootstrapped a new cluster as %s", cfg.node_id)
-        return
-    if not cfg.join:
-        raise StartupError(f"{cfg.node_dir} has no data: give --bootstrap or --join H:P")
-    members = await membership.fetch_members(cfg.join)
-    node.start_sync([m["raft"] for m in members], hold_elections=True)
-    body = {"id": cfg.node_id, "raft": cfg.raft, "tcp": cfg.tcp, "api": cfg.api}
-    try:
-        await membership.forward("POST", cfg.join, "/join", body)
-    except MembershipError as exc:
-        raise StartupError(f"join via {cfg.join} refused: {exc.message}") from exc
-    node.release_elections()
-    node.save_meta()
-    logger.info("joined the cluster via %s", cfg.join)
-
-
-async def _refuse_if_removed(node: RaftNode) -> None:
-    # The local log is applied on the first ticks; give them a moment before checking.
-    for _ in range(10):
-        await asyncio.sleep(0.02)
-    if node.state.is_removed(node.config.node_id):
-        raise StartupError(
-            f"node {node.config.node_id} was removed from its cluster; "
-            f"wipe {node.config.node_dir} to join again")
-
-
-async def _refresh_own_entry(node: RaftNode, membership: Membership) -> None:
-    """After a restart with other --tcp/--api addresses, update the registry (redirects and
-    STATUS name client addresses, so they must be current)."""
-    cfg = node.config
-    try:
-        await node.wait_leader(30.0)
-        wanted = {"raft": cfg.raft, "tcp": cfg.tcp, "api": cfg.api}
-        if node.state.members().get(cfg.node_id) not in (None, wanted):
-            await membership.join(cfg.node_id, cfg.raft, cfg.tcp, cfg.api)
-            logger.info("updated this node's addresses in the registry")
-    except Exception as exc:  # best effort: the old addresses stay until the next restart
-        logger.warning("could not update this node's addresses: %s", exc)

@@ -44,21 +44,21 @@ class KVState(SyncObjConsumer):
     # -- replicated writes -------------------------------------------------------------------
 
     @replicated
-    def apply_batch(self, commands: list[WriteCommand]) -> list[bool]:
+    def apply_batch(self, commands: list[WriteCommand]) -> list[Any]:
         """Apply many client writes as one log entry; returns one result per command."""
         return [self._apply_one(cmd) for cmd in commands]
 
     @replicated
     def set(self, key: str, value: str, expiry_ms: int | None = None) -> bool:
-        return self._apply_one(("set", key, value, expiry_ms))
+        return bool(self._apply_one(("set", key, value, expiry_ms)))
 
     @replicated
     def delete(self, key: str, now_ms: int) -> bool:
-        return self._apply_one(("del", key, now_ms))
+        return bool(self._apply_one(("del", key, now_ms)))
 
     @replicated
     def expire(self, key: str, expected_expiry_ms: int) -> bool:
-        return self._apply_one(("expire", key, expected_expiry_ms))
+        return bool(self._apply_one(("expire", key, expected_expiry_ms)))
 
     @replicated
     def barrier(self) -> None:
@@ -77,7 +77,8 @@ class KVState(SyncObjConsumer):
         self._removed.add(node_id)
         return existed
 
-    def _apply_one(self, cmd: WriteCommand) -> bool:
+    def _apply_one(self, cmd: WriteCommand) -> Any:
+        # A bool for set/del/expire; a Redis command's own result (rediscompat.raft) otherwise.
         kind = cmd[0]
         if kind == "set":
             _, key, value, expiry_ms = cmd

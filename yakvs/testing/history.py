@@ -327,11 +327,11 @@ def execute_recorded(
     if reply.ok:
         history.ok(handle, value=reply.value, found=True if kind is Kind.DELETE else None)
         return Outcome.OK
-    exc = error_from_code(reply.code, reply.message)
-    if isinstance(exc, KeyNotFoundError) and kind is not Kind.SET:
+    err = error_from_code(reply.code, reply.message)
+    if isinstance(err, KeyNotFoundError) and kind is not Kind.SET:
         history.ok(handle, value=None, found=False if kind is Kind.DELETE else None)
         return Outcome.OK
-    return history.error(handle, exc)
+    return history.error(handle, err)
 
 
 class Workload:

@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import cast
 
 from yakvs.testing.history import Kind, Operation, Outcome
 
@@ -87,7 +88,7 @@ class _Entry:
 
     __slots__ = ("bit", "match", "next", "op", "prev", "time")
 
-    def __init__(self, op: Operation | None, bit: int, time: float, match: _Entry | None) -> None:
+    def __init__(self, op: Operation, bit: int, time: float, match: _Entry | None) -> None:
         self.op = op
         self.bit = bit
         self.time = time
@@ -106,7 +107,9 @@ def _build_list(ops: list[Operation]) -> _Entry:
         events.append((op.invoke, 0, bit, call))
         events.append((op.complete, 1, bit, ret))
     events.sort(key=lambda e: e[:3])
-    head = _Entry(None, -1, -math.inf, None)
+    # The head is a sentinel: its op is never read (typed as an Operation to keep the hot
+    # search loop free of None checks).
+    head = _Entry(cast(Operation, None), -1, -math.inf, None)
     prev = head
     for *_, entry in events:
         prev.next = entry

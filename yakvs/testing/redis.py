@@ -18,7 +18,8 @@ REDIS_BENCHMARK = shutil.which("redis-benchmark")
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 @contextlib.contextmanager

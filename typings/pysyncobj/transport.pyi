@@ -1,0 +1,6 @@
+from typing import Any
+
+class Transport:
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None: ...
+
+class TCPTransport(Transport): ...
