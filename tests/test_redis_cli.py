@@ -60,11 +60,13 @@ def test_one_shot_commands_and_pipe_bulk_load(tmp_path: Path) -> None:
         assert sorted(scanned) == sorted(b"s:%d" % i for i in range(1000))
 
 
-def test_interactive_redis_cli_starts_and_runs_commands(tmp_path: Path) -> None:
+@pytest.mark.parametrize("resp3", [False, True], ids=["resp2", "resp3"])
+def test_interactive_redis_cli_starts_and_runs_commands(tmp_path: Path, resp3: bool) -> None:
     pexpect = pytest.importorskip("pexpect")
     with spawn_server(tmp_path) as server:
         assert REDIS_CLI is not None
-        child = pexpect.spawn(REDIS_CLI, ["-p", str(server.port)], timeout=10, encoding="utf-8")
+        args = ["-p", str(server.port), *(["-3"] if resp3 else [])]
+        child = pexpect.spawn(REDIS_CLI, args, timeout=10, encoding="utf-8")
         try:
             prompt = f"127.0.0.1:{server.port}> "
             child.expect_exact(prompt)  # startup (COMMAND DOCS for hints) went through
@@ -74,6 +76,13 @@ def test_interactive_redis_cli_starts_and_runs_commands(tmp_path: Path) -> None:
             child.send("GET k\r")
             child.expect_exact('"hello"')
             child.expect_exact(prompt)
+            child.send("GET missing\r")
+            child.expect_exact("(nil)")
+            child.expect_exact(prompt)
+            if resp3:  # a map, as redis-cli -3 shows Redis 7's
+                child.send("CONFIG GET save\r")
+                child.expect_exact('1# "save" => ""')
+                child.expect_exact(prompt)
             child.send("NOPE 1\r")
             child.expect_exact("(error) ERR unknown command 'NOPE', with args beginning with: '1'")
             child.send("QUIT\r")

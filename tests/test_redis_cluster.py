@@ -19,9 +19,9 @@ from yakvs.testing.redis import REDIS_SERVER, run_redis
 pytestmark = pytest.mark.timeout(180)
 
 
-def _client(node: NodeProc) -> redis.Redis:
+def _client(node: NodeProc, protocol: int = 2) -> redis.Redis:
     host, _, port = node.tcp.rpartition(":")
-    return redis.Redis(host, int(port), protocol=2, socket_timeout=10)
+    return redis.Redis(host, int(port), protocol=protocol, socket_timeout=10)
 
 
 SCRIPT: list[tuple[Any, ...]] = [
@@ -58,6 +58,12 @@ def test_redis_py_through_a_follower(tmp_path: Path) -> None:
         expected_ttl = [res for cmd, res in zip(SCRIPT, ours, strict=True) if cmd[0] == "TTL"]
         assert expected_ttl[0] in (99, 100) and expected_ttl[1] == -1
         assert expected_ttl[2] in (99, 100)
+        # RESP3 (HELLO 3) through the same follower: redis-py reads the same results.
+        with _client(follower, protocol=3) as r3:
+            ours3 = _run(r3, SCRIPT)
+        diffs = [(c, a, b) for c, a, b in zip(SCRIPT, ours, ours3, strict=True)
+                 if a != b and c[0] != "TTL"]
+        assert not diffs, diffs
         if REDIS_SERVER is not None:
             (tmp_path / "r").mkdir()
             with run_redis(tmp_path / "r") as (host, port):
@@ -92,8 +98,8 @@ def test_redis_py_through_a_follower(tmp_path: Path) -> None:
             clients = []
             for node in cluster.nodes:
                 host, _, port = node.tcp.rpartition(":")
-                clients += [aioredis.Redis(host=host, port=int(port), protocol=2)
-                            for _ in range(5)]
+                clients += [aioredis.Redis(host=host, port=int(port), protocol=2 + i % 2)
+                            for i in range(5)]
             try:
                 return await asyncio.wait_for(asyncio.gather(*(
                     c.set("lock", f"owner{i}", nx=True, get=True) for i, c in enumerate(clients)
@@ -109,4 +115,8 @@ def test_redis_py_through_a_follower(tmp_path: Path) -> None:
         assert all(g == winner for g in getters if g is not None)
         assert plain.count(True) == 1 and plain.count(None) == 14
         assert r.get("lock") == winner
+        # An empty key is refused in the cluster as in standalone (Redis would take it).
+        with pytest.raises(redis.ResponseError, match="Key is required"):
+            r.mset({"z": "1", "": "v"})
+        assert r.exists("z", "") == 0 and r.persist("") is False
         r.close()

@@ -120,7 +120,14 @@ CASES: dict[str, list[tuple[Any, ...]]] = {
         ("CLIENT", "SETNAME", "a b"), ("CLIENT", "FOO"), ("CLIENT", "SETNAME"),
         ("CLIENT", "SETNAME", ""), ("CLIENT", "GETNAME"), ("CLIENT",),
     ],
-    "hello": [("HELLO", "abc"), ("HELLO", "1"), ("HELLO", "4"), ("HELLO", "2", "FOO")],
+    "hello": [
+        ("HELLO", "abc"), ("HELLO", "1"), ("HELLO", "4"), ("HELLO", "2", "FOO"),
+        ("HELLO", "3", "FOO"), ("HELLO", "3", "SETNAME", "a b"), ("CLIENT", "GETNAME"),
+    ],
+    "config_command_docs": [
+        ("CONFIG", "GET", "save"), ("CONFIG", "GET", "nothing"), ("CONFIG", "GET", "save", "save"),
+        ("COMMAND", "DOCS", "nope"), ("CONFIG", "GET"),
+    ],
     "binary": [
         ("SET", b"\xff\x00k", b"\x80\r\n\x00v"), ("GET", b"\xff\x00k"), ("KEYS", "*"),
         ("MGET", b"\xff\x00k", "x"), ("SET", "u", "h\u00e9llo \u2603"), ("GET", "u"),
@@ -130,32 +137,51 @@ CASES: dict[str, list[tuple[Any, ...]]] = {
 
 
 @pytest.fixture(scope="module")
-def yakvs_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis]:
+def yakvs_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     with run_server(tmp_path_factory.mktemp("yakvs")) as handle:
-        client = redis.Redis(handle.host, handle.port, protocol=2, socket_timeout=10)
-        yield client
-        client.close()
+        yield handle.host, handle.port
 
 
 @pytest.fixture(scope="module")
-def redis_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis | None]:
+def redis_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int] | None]:
     if REDIS_SERVER is None:
         yield None
         return
-    with run_redis(tmp_path_factory.mktemp("redis")) as (host, port):
-        client = redis.Redis(host, port, protocol=2, socket_timeout=10)
-        yield client
-        client.close()
+    with run_redis(tmp_path_factory.mktemp("redis")) as addr:
+        yield addr
 
 
+@pytest.fixture
+def yakvs_client(yakvs_addr: tuple[str, int]) -> Iterator[redis.Redis]:
+    client = redis.Redis(*yakvs_addr, protocol=2, socket_timeout=10)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_addr: tuple[str, int] | None) -> Iterator[redis.Redis | None]:
+    if redis_addr is None:
+        yield None
+        return
+    client = redis.Redis(*redis_addr, protocol=2, socket_timeout=10)
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_same_answers_as_redis(case: str, yakvs_client: redis.Redis, redis_client: Any) -> None:
+def test_same_answers_as_redis(
+    case: str, protocol: int, yakvs_addr: tuple[str, int], redis_addr: tuple[str, int] | None
+) -> None:
+    """The same script through redis-py speaking RESP2 and RESP3 (``HELLO 3``, its parser)."""
     script = CASES[case]
-    ours = _run(yakvs_client, script)
+    with redis.Redis(*yakvs_addr, protocol=protocol, socket_timeout=10) as client:
+        ours = _run(client, script)
     assert len(ours) == len(script)
-    if redis_client is None:
+    if redis_addr is None:
         pytest.skip("redis-server not installed: compared nothing (yakvs ran the script)")
-    theirs = _run(redis_client, script)
+    with redis.Redis(*redis_addr, protocol=protocol, socket_timeout=10) as client:
+        theirs = _run(client, script)
     diffs = [
         (cmd, mine, other)
         for cmd, mine, other in zip(script, ours, theirs, strict=True)
@@ -183,6 +209,12 @@ def test_expected_values_without_redis(yakvs_client: redis.Redis) -> None:
     with pytest.raises(redis.ResponseError, match="DB index is out of range"):
         r.execute_command("SELECT", "1")
     assert r.flushall() and r.dbsize() == 0
+    # Keys are never empty here (Redis allows ""): writes of "" are refused, MSET as a whole.
+    for write in (lambda: r.set("", "v"), lambda: r.mset({"z": "1", "": "v"})):
+        with pytest.raises(redis.ResponseError, match=r"Key is required \(BAD_REQUEST\)"):
+            write()
+    assert r.exists("z", "") == 0 and r.get("") is None and r.delete("") == 0
+    assert r.expire("", 10) is False and r.persist("") is False and r.ttl("") == -2
 
 
 def test_scan_visits_every_key_once(yakvs_client: redis.Redis, redis_client: Any) -> None:
@@ -206,13 +238,13 @@ def test_scan_visits_every_key_once(yakvs_client: redis.Redis, redis_client: Any
             f"other{i}".encode() for i in range(50))
 
 
-def test_select_hello3_info_command(yakvs_client: redis.Redis) -> None:
+def test_select_hello_info_command(yakvs_client: redis.Redis) -> None:
     r = yakvs_client
     assert r.execute_command("SELECT", "0") is True or r.execute_command("SELECT", "0") == b"OK"
     with pytest.raises(redis.ResponseError, match="DB index is out of range"):
         r.execute_command("SELECT", "1")
     with pytest.raises(redis.ResponseError, match="unsupported protocol version"):
-        r.execute_command("HELLO", "3")
+        r.execute_command("HELLO", "4")
     hello = r.execute_command("HELLO", "2")
     assert b"proto" in hello and hello[hello.index(b"proto") + 1] == 2
     r.set("ik", "v", ex=100)

@@ -166,15 +166,42 @@ def test_binary_keys_and_values_survive_a_restart(tmp_path: Path) -> None:
         w.close()
 
 
-def test_resp_client_over_the_client_limit_is_refused(tmp_path: Path) -> None:
+def test_resp_client_over_the_client_limit_is_refused_in_resp(tmp_path: Path) -> None:
     with run_server(tmp_path, max_clients=2) as handle:
         held = [redis.Redis(handle.host, handle.port, protocol=2) for _ in range(2)]
         for c in held:
             assert c.ping()
-        extra = redis.Redis(handle.host, handle.port, protocol=2, socket_timeout=5)
-        with pytest.raises(redis.RedisError):
-            extra.ping()
-        for c in [*held, extra]:
+        # Redis's text, which redis-py turns into a ConnectionError (as with a full Redis).
+        for protocol in (2, 3):
+            extra = redis.Redis(
+                handle.host, handle.port, protocol=protocol, socket_timeout=5, retry=None
+            )
+            with pytest.raises(redis.ConnectionError, match="max number of clients reached"):
+                extra.ping()
+            extra.close()
+        addr = (handle.host, handle.port)
+        for first in (b"PING\r\n", b"*1\r\n$4\r\nPING\r\n"):
+            with socket.create_connection(addr, 5) as sock:
+                sock.sendall(first)
+                assert _drain(sock) == b"-ERR max number of clients reached\r\n"
+        # JSON lines, HTTP, and a client that says nothing: the JSON-lines error, as before.
+        for first in (b'{"op":"PING"}\n', b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b""):
+            with socket.create_connection(addr, 5) as sock:
+                sock.sendall(first)
+                reply = _drain(sock)
+                assert b'"code":"UNAVAILABLE"' in reply and b"Too many clients" in reply, first
+        # A refused socket waiting for its first bytes holds no place of a client.
+        with socket.create_connection(addr, 5) as waiting:
+            assert len(handle.server.connections) == 2
+            held[0].close()
+            deadline = time.monotonic() + 5
+            while len(handle.server.connections) > 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with redis.Redis(handle.host, handle.port, protocol=3, socket_timeout=5) as again:
+                assert again.ping()
+            waiting.sendall(b"PING\r\n")
+            assert _drain(waiting) == b"-ERR max number of clients reached\r\n"
+        for c in held:
             c.close()
 
 

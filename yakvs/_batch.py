@@ -1,7 +1,8 @@
 """Store batches: many commands under one lock, their log records written with one syscall.
 
 ``with store.batch() as b:`` holds the store's lock for the whole block. ``b.set`` / ``b.get`` /
-``b.delete`` / ``b.ttl`` / ``b.exists`` / ``b.keys`` behave like the store's methods, except that
+``b.delete`` / ``b.expire`` / ``b.persist`` / ``b.flush`` / ``b.expires_at`` / ``b.ttl`` /
+``b.exists`` / ``b.keys`` behave like the store's methods, except that
 write records go to a userspace buffer and the old (value, expiry) of each mutated key goes to an
 undo list. On exit the buffer is written with one ``LogFile.append`` (one pwrite, plus one fsync
 at ``fsync="always"`` outside ``deferred_sync``). If that write fails, every mutation of the
@@ -23,7 +24,7 @@ from zlib import crc32
 import orjson
 
 from yakvs._expiry import GetDerivedReads, check_key, expiry_ms, now_ms
-from yakvs._log import binary_payload
+from yakvs._log import FLUSH_RECORD, binary_payload
 from yakvs.errors import BadRequestError, StorageError
 
 if TYPE_CHECKING:
@@ -189,6 +190,65 @@ class Batch(GetDerivedReads):
         if at is not None:
             self._exp.discard(key)
         return True
+
+    def expire(self, key: str, ttl: float | None = None, *, expires_at: int | None = None) -> bool:
+        """Set (or with neither argument, clear) the expiry of an existing key: one E record."""
+        check_key(key)
+        at = 0 if ttl is None and expires_at is None else expiry_ms(ttl, expires_at)
+        if self.get(key) is None:
+            return False
+        exp = self._exp
+        self._log_key_record(("E", key, None, at))
+        if not at:
+            exp.discard(key)
+        elif at <= self._now and self._store.config.local_expiry:
+            del self._data[key]
+            exp.discard(key)
+        else:
+            exp.set(key, at)
+        return True
+
+    def persist(self, key: str) -> bool:
+        """Drop the expiry of ``key``; False if it is missing or has none (as Redis PERSIST)."""
+        check_key(key)
+        if self.get(key) is None or key not in self._ttl_keys:
+            return False
+        self._log_key_record(("E", key, None, 0))
+        self._exp.discard(key)
+        return True
+
+    def expires_at(self, key: str) -> int | None:
+        """Absolute expiry (epoch ms) of a live key, None if it has none or is missing."""
+        return self._exp.get(key) if self.get(key) is not None else None
+
+    def flush(self) -> int:
+        """Remove every key with one F record; the number removed. Undo keeps each key, so a
+        failed write of the batch restores them all (O(keys), as the flush itself)."""
+        data, exp = self._data, self._exp
+        pending, undo = self._pending, self._undo
+        if pending is not None and undo is not None:
+            pending.append(FLUSH_RECORD)
+            get_at = exp.get
+            undo.extend([(k, v, get_at(k)) for k, v in data.items()])
+        removed = len(data)
+        data.clear()
+        exp.clear()
+        return removed
+
+    def _log_key_record(self, record: tuple[str, str, None, int]) -> None:
+        """Buffer a record about an existing key and remember the key's value and expiry."""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            payload = _dumps(record)
+        except _JSONError:
+            payload = binary_payload(record)
+        pending.append(b"%08x %b\n" % (crc32(payload), payload))
+        key = record[1]
+        self._undo.append(  # type: ignore[union-attr]
+            (key, self._data[key], self._exp.get(key) if key in self._ttl_keys else None)
+        )
 
     def keys(self, prefix: str = "", limit: int | None = None) -> list[str]:
         return self._store._keys_locked(prefix, limit)

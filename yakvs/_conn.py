@@ -50,6 +50,17 @@ _CLOSE: _Batch = ([], None)
 _DEFERRED = object()
 _SET, _GET = Op.SET, Op.GET
 _loads = orjson.loads
+# A connection over --max-clients (or during shutdown) is answered in its own protocol, so it
+# waits this long for its first bytes (clients that speak first send them at once); a client
+# that sends nothing gets the JSON-lines error. At most _MAX_REFUSING such sockets wait at a time
+# in this process (none counts in server.connections); past that they are refused at once.
+_REFUSE_WAIT_S = 0.5
+_MAX_REFUSING = 256
+_refusing = 0
+_RESP_REFUSALS = {
+    "Too many clients": b"-ERR max number of clients reached\r\n",  # Redis's own text
+    "Server is shutting down": b"-ERR Server is shutting down\r\n",
+}
 
 
 class Connection(asyncio.Protocol):
@@ -71,6 +82,7 @@ class Connection(asyncio.Protocol):
         "_paused_reading",
         "_paused_write",
         "_queue",
+        "_refusal",
         "_run_encoded",
         "_server",
         "_set_line",
@@ -105,6 +117,8 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._paused_write = False
         self._paused_reading = False
+        # Set while a refused connection waits for its first bytes: (reason, its timer).
+        self._refusal: tuple[str, asyncio.TimerHandle] | None = None
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
 
@@ -120,15 +134,40 @@ class Connection(asyncio.Protocol):
         if len(server.connections) >= server.config.max_clients or server.stopping:
             reason = "Server is shutting down" if server.stopping else "Too many clients"
             logger.warning("refusing %s: %s", self.peer, reason)
-            t.write(encode_reply(error_reply(UnavailableError(reason))))
             self._closing = True
-            t.close()
+            global _refusing
+            if _refusing >= _MAX_REFUSING:
+                self._refuse(reason, b"")
+                return
+            _refusing += 1
+            timer = asyncio.get_running_loop().call_later(_REFUSE_WAIT_S, self._refuse, reason, b"")
+            self._refusal = (reason, timer)
             return
         server.connections.add(self)
         high = server.config.write_high_water
         t.set_write_buffer_limits(high=high, low=high // 4)
 
+    def _refuse(self, reason: str, first: bytes) -> None:
+        """Answer a refused connection in the protocol its first bytes speak, then close it."""
+        if self._refusal is not None:
+            global _refusing
+            _refusing -= 1
+            self._refusal[1].cancel()
+            self._refusal = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        resp = first[:1] == b"*" or first[:1].isalpha()
+        if resp and sniff(first) == "http":  # a whole HTTP request line: the JSON error, as ever
+            resp = False
+        transport.write(
+            _RESP_REFUSALS[reason] if resp else encode_reply(error_reply(UnavailableError(reason)))
+        )
+        transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refusal is not None:
+            self._refuse(self._refusal[0], b"")
         self._release()
         self._closing = True
         self._queue.clear()
@@ -199,6 +238,8 @@ class Connection(asyncio.Protocol):
                 self._submit((requests, errors))
                 return
         if self._closing:
+            if self._refusal is not None:
+                self._refuse(self._refusal[0], data)
             return
         if self._first:
             data = self._head + data
@@ -268,6 +309,9 @@ class Connection(asyncio.Protocol):
         self._held = 0
 
     def eof_received(self) -> bool | None:
+        if self._refusal is not None:  # nothing was sent: the JSON-lines error, then close
+            self._refuse(self._refusal[0], b"")
+            return True
         # Half-close (``nc -q``, shutdown(SHUT_WR)): answer what was sent, then close.
         if self._task is None and not self._queue:
             return None

@@ -2,8 +2,9 @@
 
 Format (see docs/log-format.md): the header line ``YAKVS-LOG 1``, then one record per line,
 ``<crc32 of payload, 8 lowercase hex digits> <payload>\\n``, where the payload is a compact JSON
-array of exactly four fields: ``["S", key, value, expires_at]``, ``["D", key, null, 0]`` or
-``["E", key, null, expires_at]``; expires_at is epoch ms, 0 = none. JSON escapes newlines, so a
+array of exactly four fields: ``["S", key, value, expires_at]``, ``["D", key, null, 0]``,
+``["E", key, null, expires_at]`` or ``["F", null, null, 0]`` (remove every key: Redis FLUSHALL);
+expires_at is epoch ms, 0 = none. JSON escapes newlines, so a
 record can contain a newline only as its terminator, and any Unicode string round-trips exactly.
 A record holding a string that is not valid Unicode (bytes set over RESP, kept as str decoded with
 ``surrogateescape``) is written as ``["bS", b64key, b64value, at]`` (``bD``, ``bE`` likewise).
@@ -106,6 +107,10 @@ def encode(record: tuple[Any, ...]) -> bytes:
     except orjson.JSONEncodeError:
         payload = binary_payload(record)
     return b"%08x %b\n" % (crc32(payload), payload)
+
+
+# FLUSHALL: one record however many keys there are (written as one DELETE per key before).
+FLUSH_RECORD = encode(("F", None, None, 0))
 
 
 def _b64(text: str) -> str:

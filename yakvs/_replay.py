@@ -267,6 +267,12 @@ def _unb64(text: Any) -> str:
 def _apply_other(
     op: Any, key: Any, value: Any, at: Any, data: dict[str, str], exp: Expiries, now: int
 ) -> None:
+    if op == "F":
+        if key is not None or value is not None or at != 0:
+            raise _Malformed("bad FLUSH record")
+        data.clear()
+        exp.clear()  # in place: apply_records holds a live view of it
+        return
     if type(key) is not str or not key or type(at) is not int or at < 0:
         raise _Malformed("bad key or expiry")
     if op in _BINARY:

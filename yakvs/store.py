@@ -50,7 +50,15 @@ from yakvs._expiry import (
     expiry_ms,
     now_ms,
 )
-from yakvs._log import LogFile, binary_payload, encode, fsync_dir, write_at, write_snapshot
+from yakvs._log import (
+    FLUSH_RECORD,
+    LogFile,
+    binary_payload,
+    encode,
+    fsync_dir,
+    write_at,
+    write_snapshot,
+)
 from yakvs._replay import apply_records, open_log
 from yakvs.errors import BadRequestError, StorageError
 
@@ -231,6 +239,15 @@ class Store(GetDerivedReads):
             self._append(self._encode(("E", key, None, 0)) if self._log is not None else None)
             self._exp.discard(key)
             return True
+
+    def flush(self) -> int:
+        """Remove every key with one log record (Redis FLUSHALL); the number of keys removed."""
+        with self._lock:
+            self._append(FLUSH_RECORD if self._log is not None else None)
+            removed = len(self._data)
+            self._data.clear()
+            self._exp.clear()
+            return removed
 
     def expires_at(self, key: str) -> int | None:
         """Absolute expiry (epoch ms) of a live key, None if it has none or is missing."""

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from yakvs import __version__
 from yakvs.protocol import Reply
 from yakvs.rediscompat.replies import (
-    EMPTY_ARRAY,
     NIL,
     NOT_INTEGER,
+    NULL3,
     OK,
     SYNTAX,
     array,
@@ -28,7 +28,9 @@ from yakvs.rediscompat.replies import (
     error,
     flat_map,
     integer,
+    map_header,
     text,
+    verbatim,
     wrong_arity,
 )
 from yakvs.resp._parse import _string2ll
@@ -57,6 +59,11 @@ class Session:
     last_command: str = "NULL"
     lib_name: str = ""
     lib_ver: str = ""
+    resp: int = 2  # the protocol version HELLO chose: replies are RESP2 or RESP3
+
+    @property
+    def nil(self) -> bytes:
+        return NIL if self.resp == 2 else NULL3
 
     def describe(self) -> str:
         now = time.monotonic()
@@ -64,7 +71,8 @@ class Session:
             f"id={self.id} addr={self.addr} laddr={self.laddr} fd={self.fd} "
             f"name={self.name or ''} age={int(now - self.created)} "
             f"idle={int(now - self.last_active)} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 "
-            f"resp=2 lib-name={self.lib_name} lib-ver={self.lib_ver} cmd={self.last_command}\n"
+            f"resp={self.resp} lib-name={self.lib_name} lib-ver={self.lib_ver} "
+            f"cmd={self.last_command}\n"
         )
 
 
@@ -142,7 +150,7 @@ def info(reply: Reply, session: Session, sections: list[str]) -> bytes:
         f"# {name.capitalize()}\r\n" + "".join(line + "\r\n" for line in parts[name])
         for name in names
     )
-    return bulk(body)
+    return verbatim(body, session.resp)
 
 
 def _persistence(status: dict[str, Any], store: dict[str, Any]) -> list[str]:
@@ -188,37 +196,44 @@ def _replication(status: dict[str, Any]) -> list[str]:
 
 
 def hello(argv: list[bytes], session: Session) -> bytes:
+    """HELLO [2|3 [AUTH u p] [SETNAME n]]: switch protocol (only if all else is valid), answer
+    the server's description in the new one."""
+    version = session.resp
     i = 1
     if len(argv) > 1:
-        version = _string2ll(argv[1])
-        if version is None:
+        asked = _string2ll(argv[1])
+        if asked is None:
             return error("ERR Protocol version is not an integer or out of range")
-        if version != 2:
-            # RESP3 is not spoken here; Redis sends the same error for unknown versions.
+        if asked not in (2, 3):
             return error("NOPROTO unsupported protocol version")
+        version = asked
         i = 2
+    name: str | None = None
     while i < len(argv):
         opt = argv[i].lower()
         if opt == b"auth" and i + 2 < len(argv):
             i += 3  # no users or passwords here: like Redis's default user with nopass
         elif opt == b"setname" and i + 1 < len(argv):
             name = text(argv[i + 1])
-            if not _valid_name(name):
-                return _BAD_NAME
-            session.name = name or None
             i += 2
         else:
             return error(f"ERR Syntax error in HELLO option '{text(argv[i])}'")
+    if name is not None:
+        if not _valid_name(name):
+            return _BAD_NAME
+        session.name = name or None
+    session.resp = version
     return flat_map(
         {
             "server": "redis",
             "version": REDIS_COMPAT_VERSION,
-            "proto": 2,
+            "proto": version,
             "id": session.id,
             "mode": "standalone",
             "role": "master",
             "modules": [],
-        }
+        },
+        version,
     )
 
 
@@ -239,13 +254,13 @@ def client(argv: list[bytes], session: Session) -> bytes:
         session.name = name or None
         return OK
     if sub == b"getname" and n == 2:
-        return bulk(session.name) if session.name else NIL
+        return bulk(session.name) if session.name else session.nil
     if sub == b"id" and n == 2:
         return integer(session.id)
     if sub == b"info" and n == 2:
-        return bulk(session.describe())
+        return verbatim(session.describe(), session.resp)
     if sub == b"list" and n == 2:
-        return bulk("".join(s.describe() for s in _sessions(session)))
+        return verbatim("".join(s.describe() for s in _sessions(session)), session.resp)
     if sub == b"setinfo" and n == 4:
         attr = argv[2].lower()
         if attr == b"lib-name":
@@ -260,7 +275,9 @@ def client(argv: list[bytes], session: Session) -> bytes:
     return error(f"ERR unknown subcommand '{text(argv[1])}'. Try CLIENT HELP.")
 
 
-def _command_info(name: bytes, arity: int) -> bytes:
+def _command_info(name: bytes, arity: int, resp: int) -> bytes:
+    # RESP3 sends the flags, ACL categories, tips, key specs and subcommands as sets (Redis 7.0).
+    agg = b"~" if resp == 3 else b"*"
     write = name in (b"set", b"del", b"unlink", b"expire", b"pexpire", b"persist", b"mset")
     flags = [b"write"] if write else [b"readonly"] if name not in _NO_KEYS else [b"fast"]
     first = 0 if name in _NO_KEYS else 1
@@ -270,12 +287,12 @@ def _command_info(name: bytes, arity: int) -> bytes:
         b"*10\r\n"
         + bulk(name.decode())
         + integer(arity)
-        + b"*%d\r\n" % len(flags)
+        + agg + b"%d\r\n" % len(flags)
         + b"".join(b"+%b\r\n" % f for f in flags)
         + integer(first)
         + integer(last)
         + integer(step)
-        + EMPTY_ARRAY * 4
+        + (agg + b"0\r\n") * 4
     )
 
 
@@ -285,21 +302,24 @@ _NO_KEYS = frozenset(
 )
 
 
-def command(argv: list[bytes], table: dict[bytes, tuple[int, Callable[..., Any]]]) -> bytes:
+def command(
+    argv: list[bytes], table: dict[bytes, tuple[int, Callable[..., Any]]], resp: int
+) -> bytes:
     if len(argv) == 1:
         return b"*%d\r\n" % len(table) + b"".join(
-            _command_info(name, arity) for name, (arity, _h) in table.items()
+            _command_info(name, arity, resp) for name, (arity, _h) in table.items()
         )
     sub = argv[1].lower()
     if sub == b"count" and len(argv) == 2:
         return integer(len(table))
     if sub == b"docs":
         # An empty map: redis-cli then uses its built-in help, which knows every command here.
-        return EMPTY_ARRAY
+        return map_header(0, resp)
     if sub == b"info":
         names = [a.lower() for a in argv[2:]] or list(table)
+        missing = NIL if resp == 2 else NULL3  # Redis 7: a null bulk, not a null array
         return b"*%d\r\n" % len(names) + b"".join(
-            _command_info(n, table[n][0]) if n in table else b"*-1\r\n" for n in names
+            _command_info(n, table[n][0], resp) if n in table else missing for n in names
         )
     if sub == b"list" and len(argv) == 2:
         return array([name.decode() for name in table])
@@ -308,7 +328,7 @@ def command(argv: list[bytes], table: dict[bytes, tuple[int, Callable[..., Any]]
     return error(f"ERR unknown subcommand '{text(argv[1])}'. Try COMMAND HELP.")
 
 
-def config(argv: list[bytes]) -> bytes:
+def config(argv: list[bytes], resp: int) -> bytes:
     """CONFIG GET only, for tools that read a few settings (redis-benchmark: save, appendonly)."""
     if argv[1].lower() != b"get":
         if argv[1].lower() in (b"set", b"resetstat", b"rewrite"):
@@ -317,12 +337,12 @@ def config(argv: list[bytes]) -> bytes:
     if len(argv) < 3:
         return wrong_arity("config|get")
     known = {"save": "", "appendonly": "yes", "databases": "1"}
-    out: list[str] = []
+    found: dict[str, Any] = {}
     for arg in argv[2:]:
         name = text(arg).lower()
         if name in known:
-            out += [name, known[name]]
-    return array(out)
+            found[name] = known[name]
+    return flat_map(found, resp)
 
 
 __all__ = ["NOT_INTEGER", "SYNTAX", "Session", "client", "command", "config", "hello", "info"]

@@ -20,6 +20,7 @@ from yakvs.rediscompat import admin
 from yakvs.rediscompat.replies import (
     NIL,
     NOT_INTEGER,
+    NULL3,
     OK,
     PONG,
     SYNTAX,
@@ -40,6 +41,11 @@ if TYPE_CHECKING:
 
 Format = Callable[[Reply], bytes]
 _NOT_FOUND: Final = KeyNotFoundError.code
+# yakvs keys are never empty (Redis allows ""): writes of "" are refused here, before either
+# backend sees them, so standalone and cluster agree and an MSET is refused as a whole; EXPIRE
+# and PERSIST of "" answer 0, as for any missing key.
+_KEY_REQUIRED: Final = error("ERR Key is required (BAD_REQUEST)")
+_ZERO: Final = b":0\r\n"
 _LLONG_MAX: Final = 2**63 - 1
 
 
@@ -79,10 +85,32 @@ def _checked(fmt: Format) -> Format:
     return run
 
 
-def _fmt_get(reply: Reply) -> bytes:
-    if reply.ok:
-        return bulk(reply.value)
-    return NIL if reply.code == _NOT_FOUND else backend_error(reply)
+def _nil_formatters(nil: bytes) -> tuple[Format, Format, Format, Format]:
+    """GET's, SET's, SET ... GET's and MGET's formatters answering a null as ``nil``."""
+
+    def get(reply: Reply) -> bytes:
+        if reply.ok:
+            return bulk(reply.value)
+        return nil if reply.code == _NOT_FOUND else backend_error(reply)
+
+    def set_plain(reply: Reply) -> bytes:
+        return OK if reply.result[0] else nil
+
+    def set_get(reply: Reply) -> bytes:
+        old = reply.result[1]
+        return nil if old is None else bulk(old)
+
+    def mget(reply: Reply) -> bytes:
+        return array(reply.result, nil)
+
+    return get, _checked(set_plain), _checked(set_get), _checked(mget)
+
+
+# Indexed by the connection's protocol version (2 or 3): RESP2 and RESP3 nulls.
+_FMT_GET, _FMT_SET, _FMT_SET_GET, _FMT_MGET = (
+    {2: fmt2, 3: fmt3}
+    for fmt2, fmt3 in zip(_nil_formatters(NIL), _nil_formatters(NULL3), strict=True)
+)
 
 
 def _fmt_ok(reply: Reply) -> bytes:
@@ -90,16 +118,6 @@ def _fmt_ok(reply: Reply) -> bytes:
 
 
 _fmt_int = _checked(lambda r: integer(r.result))
-_fmt_list = _checked(lambda r: array(r.result))
-
-
-def _fmt_set_plain(reply: Reply) -> bytes:
-    done, _old = reply.result
-    return OK if done else NIL
-
-
-def _fmt_set_get(reply: Reply) -> bytes:
-    return bulk(reply.result[1])
 
 
 def _fmt_scan(reply: Reply) -> bytes:
@@ -130,12 +148,12 @@ def _echo(argv: list[bytes], session: Session) -> Planned:
 
 
 def _get(argv: list[bytes], session: Session) -> Planned:
-    return Call(_request(Op.GET, text(argv[1])), _fmt_get)
+    return Call(_request(Op.GET, text(argv[1])), _FMT_GET[session.resp])
 
 
 def _set(argv: list[bytes], session: Session) -> Planned:
     key, value = text(argv[1]), text(argv[2])
-    if len(argv) == 3:
+    if len(argv) == 3 and key:
         return Call(_request(Op.SET, key, value), _fmt_ok)
     cond, get_old, keep_ttl = "", False, False
     unit: bytes | None = None
@@ -164,10 +182,12 @@ def _set(argv: list[bytes], session: Session) -> Planned:
         if isinstance(found, bytes):
             return found
         expires_at = found
+    if not key:
+        return _KEY_REQUIRED
     request = Request(
         Op.RSET, key, value, expires_at=expires_at, args=(cond, get_old, keep_ttl)
     )
-    return Call(request, _checked(_fmt_set_get if get_old else _fmt_set_plain))
+    return Call(request, (_FMT_SET_GET if get_old else _FMT_SET)[session.resp])
 
 
 def _set_expiry(unit: bytes, amount: bytes) -> int | bytes:
@@ -218,6 +238,8 @@ def _expire_generic(argv: list[bytes], name: str, unit_ms: int) -> Planned:
     at = _now_ms() + n * unit_ms
     if at > MAX_EXPIRES_AT:
         return invalid
+    if not argv[1]:
+        return _ZERO
     # An expiry at or before now deletes the key, as in Redis (the backend compares).
     request = Request(Op.PEXPIREAT, text(argv[1]), expires_at=max(at, 0), args=(flag,))
     return Call(request, _fmt_int)
@@ -232,6 +254,8 @@ def _pexpire(argv: list[bytes], session: Session) -> Planned:
 
 
 def _persist(argv: list[bytes], session: Session) -> Planned:
+    if not argv[1]:
+        return _ZERO
     return Call(Request(Op.PEXPIREAT, text(argv[1])), _fmt_int)
 
 
@@ -256,12 +280,14 @@ def _exists(argv: list[bytes], session: Session) -> Planned:
 
 
 def _mget(argv: list[bytes], session: Session) -> Planned:
-    return Call(Request(Op.MGET, args=_keys_args(argv)), _fmt_list)
+    return Call(Request(Op.MGET, args=_keys_args(argv)), _FMT_MGET[session.resp])
 
 
 def _mset(argv: list[bytes], session: Session) -> Planned:
     if len(argv) % 2 == 0:
         return wrong_arity("mset")
+    if not all(argv[1::2]):
+        return _KEY_REQUIRED
     return Call(Request(Op.MSET, args=_keys_args(argv)), _fmt_ok)
 
 
@@ -333,11 +359,11 @@ def _client(argv: list[bytes], session: Session) -> Planned:
 
 
 def _command(argv: list[bytes], session: Session) -> Planned:
-    return admin.command(argv, COMMANDS)
+    return admin.command(argv, COMMANDS, session.resp)
 
 
 def _config(argv: list[bytes], session: Session) -> Planned:
-    return admin.config(argv)
+    return admin.config(argv, session.resp)
 
 
 # name -> (Redis arity: n exact, -n at least n, counting the name; handler)

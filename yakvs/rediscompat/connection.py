@@ -98,10 +98,12 @@ class RespConnection(asyncio.Protocol):
             if split is not None:  # one plain GET or SET: an unpipelined client
                 self.session.last_active = time.monotonic()
                 if len(split[0]) == 2 or self._turn_add is None:
-                    self.transport.write(fast.run_on(store, split))  # type: ignore[union-attr]
+                    self.transport.write(  # type: ignore[union-attr]
+                        fast.run_on(store, split, self.session.nil)
+                    )
                 else:
                     self._task = _DEFERRED
-                    self._turn_add(fast.run_on, split, self._done)
+                    self._turn_add(fast.runner(self.session.nil), split, self._done)
                 return
             split = fast.split_arrays(data, parser.max_bulk_len, parser.max_multibulk_len)
             if split is not None and fast.plain(split):
@@ -112,13 +114,13 @@ class RespConnection(asyncio.Protocol):
                     and not fast.all_gets(split)
                 ):
                     self._task = _DEFERRED
-                    self._turn_add(fast.run_on, split, self._done)
+                    self._turn_add(fast.runner(self.session.nil), split, self._done)
                     return
                 write = self.transport.write  # type: ignore[union-attr]
                 # In slices, so a client that stops reading its replies stops us between them.
-                done = 0
+                done, nil = 0, self.session.nil
                 while done < len(split) and not self._paused_write:
-                    write(fast.run(store, split[done : done + MAX_BATCH]))  # type: ignore[arg-type]
+                    write(fast.run(store, split[done : done + MAX_BATCH], nil))  # type: ignore[arg-type]
                     done += MAX_BATCH
                 if done < len(split):
                     self._pending.extend(split[done:])
@@ -145,10 +147,12 @@ class RespConnection(asyncio.Protocol):
                 if self._turn_add is not None and not fast.all_gets(commands):
                     # The rest of this read waits in the parser until the turn's write is done.
                     self._task = _DEFERRED
-                    self._turn_add(fast.run_on, commands, self._done)
+                    self._turn_add(fast.runner(self.session.nil), commands, self._done)
                     self._account()
                     return
-                self.transport.write(fast.run(store, commands))  # type: ignore[union-attr]
+                self.transport.write(  # type: ignore[union-attr]
+                    fast.run(store, commands, self.session.nil)
+                )
                 if len(commands) < MAX_BATCH:
                     if self._held or parser.buffered:
                         self._account()

@@ -7,10 +7,12 @@ or a backend that must wait for fsync (``--fsync always``) or Raft, takes the ge
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from yakvs.errors import StorageError, YakvsError
-from yakvs.rediscompat.replies import NIL, OK, error
+from yakvs.rediscompat.replies import NIL, NULL3, OK, error
 
 if TYPE_CHECKING:
     from yakvs.store import Store
@@ -123,19 +125,24 @@ def all_gets(commands: list[list[bytes]]) -> bool:
     return True
 
 
-def run(store: Store, commands: list[list[bytes]]) -> bytes:
-    """Execute plain GET/SET commands in order; the RESP replies, joined."""
+def run(store: Store, commands: list[list[bytes]], nil: bytes = NIL) -> bytes:
+    """Execute plain GET/SET commands in order; the RESP replies, joined (a miss is ``nil``)."""
     if len(commands) == 1:
-        return run_on(store, commands)
+        return run_on(store, commands, nil)
     try:
         with store.batch() as batch:
-            return run_on(batch, commands)
+            return run_on(batch, commands, nil)
     except StorageError:
         # The batch's log write failed and was undone: one by one, each gets its own outcome.
-        return run_on(store, commands)
+        return run_on(store, commands, nil)
 
 
-def run_on(target: Any, commands: list[list[bytes]]) -> bytes:
+def runner(nil: bytes) -> Callable[[Any, list[list[bytes]]], bytes]:
+    """:func:`run_on` as a write turn calls it, ``(target, commands)``; a miss answers ``nil``."""
+    return run_on if nil == NIL else _RUN_ON_RESP3
+
+
+def run_on(target: Any, commands: list[list[bytes]], nil: bytes = NIL) -> bytes:
     """Execute plain GET/SET commands against ``target`` (a store batch, or the store)."""
     out: list[bytes] = []
     append = out.append
@@ -145,7 +152,7 @@ def run_on(target: Any, commands: list[list[bytes]]) -> bytes:
             if len(argv) == 2:
                 found = target.get(key)
                 if found is None:
-                    append(NIL)
+                    append(nil)
                 else:
                     data = found[0].encode("utf-8", "surrogateescape")
                     append(b"$%d\r\n%b\r\n" % (len(data), data))
@@ -155,3 +162,6 @@ def run_on(target: Any, commands: list[list[bytes]]) -> bytes:
         except YakvsError as exc:
             append(error(f"ERR {exc.message} ({exc.code})"))
     return b"".join(out)
+
+
+_RUN_ON_RESP3 = partial(run_on, nil=NULL3)

@@ -1,9 +1,10 @@
 """The Redis ops (Op.RSET, Op.MSET, ...) on a standalone store, for :class:`LocalBackend`.
 
 Each handler runs against the store or a batch of it (which holds its lock), using only the
-calls both offer (get/set/delete/keys), so a command's checks and its write are one atomic step
-and its log records go out with the batch. EXPIRE/PERSIST/KEEPTTL re-log the key with a SET
-record carrying the new absolute expiry; FLUSHALL logs one DELETE per key.
+calls both offer (get/set/delete/expire/persist/flush/expires_at/keys), so a command's checks and
+its write are one atomic step and its log records go out with the batch. EXPIRE/PEXPIRE/PERSIST
+log one E record (the value is not written again), FLUSHALL one F record; SET ... KEEPTTL is a
+SET record with the key's exact absolute expiry.
 """
 
 from __future__ import annotations
@@ -25,10 +26,6 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _at(now: int, left: int | None) -> int | None:
-    return None if left is None else now + left
-
-
 def _rset(request: Request, target: Any) -> Reply:
     cond, _get_old, keep_ttl = request.args
     key = request.key
@@ -39,7 +36,7 @@ def _rset(request: Request, target: Any) -> Reply:
     now = _now_ms()
     at = request.expires_at
     if keep_ttl and found is not None and found[1] is not None:
-        at = now + found[1]
+        at = target.expires_at(key)  # exact: now + remaining ms would drift by a clock read
     if at is not None and at <= now:
         # EXAT/PXAT in the past: Redis sets and at once expires the key.
         if found is not None:
@@ -62,27 +59,21 @@ def _del(request: Request, target: Any) -> Reply:
 
 def _pexpireat(request: Request, target: Any) -> Reply:
     key, at = request.key, request.expires_at
-    found = target.get(key)
-    if found is None:
-        return Reply(result=0)
-    value, left = found
-    now = _now_ms()
     if at is None:  # PERSIST
-        if left is None:
-            return Reply(result=0)
-        target.set(key, value)
-    elif not expire_allowed(request.args[0] if request.args else "", _at(now, left), at):
+        return Reply(result=int(target.persist(key)))
+    if target.get(key) is None:
         return Reply(result=0)
-    elif at <= now:
-        target.delete(key)
+    if not expire_allowed(request.args[0] if request.args else "", target.expires_at(key), at):
+        return Reply(result=0)
+    if at <= _now_ms():
+        target.delete(key)  # Redis deletes a key given an expiry in the past
     else:
-        target.set(key, value, expires_at=at)
+        target.expire(key, expires_at=at)
     return Reply(result=1)
 
 
 def _flush(request: Request, target: Any) -> Reply:
-    for key in target.keys(""):
-        target.delete(key)
+    target.flush()
     return OK
 
 

@@ -109,6 +109,7 @@ def apply(state: KVState, cmd: tuple[Any, ...]) -> Any:
     if kind == "flush":
         values.clear()
         expiry.clear()
+        state._rebuild_index()  # drop the expiry index too, or it holds every flushed key
         return True
     return False
 

@@ -1,7 +1,11 @@
-"""RESP2 reply bytes for the command layer: binary-safe bulks of surrogateescape'd str, errors.
+"""Reply bytes for the command layer: binary-safe bulks of surrogateescape'd str, errors.
 
 Keys and values arrive as bytes and are kept as ``str`` decoded with ``surrogateescape``, so any
 byte sequence round-trips: encoding back with the same error handler gives the exact bytes.
+
+RESP2 by default; after ``HELLO 3`` a connection gets the RESP3 forms Redis 7 sends for our
+commands: ``_`` for every null, ``%`` maps, ``~`` sets and ``=`` verbatim text. The few helpers
+that differ take the null to use (``NIL`` or ``NULL3``) or the protocol version.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from yakvs.protocol import Reply
 OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"
 NIL = b"$-1\r\n"
+NULL3 = b"_\r\n"  # RESP3's one null, for a missing bulk and a missing array alike
 EMPTY_ARRAY = b"*0\r\n"
 NOT_INTEGER = b"-ERR value is not an integer or out of range\r\n"
 SYNTAX = b"-ERR syntax error\r\n"
@@ -47,8 +52,23 @@ def integer(value: int) -> bytes:
     return b":%d\r\n" % value
 
 
-def array(items: Sequence[str | None]) -> bytes:
-    return b"*%d\r\n" % len(items) + b"".join([bulk(item) for item in items])
+def array(items: Sequence[str | None], nil: bytes = NIL) -> bytes:
+    return b"*%d\r\n" % len(items) + b"".join(
+        [nil if item is None else bulk(item) for item in items]
+    )
+
+
+def verbatim(body: str, resp: int) -> bytes:
+    """Text for humans (INFO, CLIENT LIST): a bulk in RESP2, a ``=`` verbatim ``txt`` in RESP3."""
+    if resp == 2:
+        return bulk(body)
+    data = raw(body)
+    return b"=%d\r\ntxt:%b\r\n" % (len(data) + 4, data)
+
+
+def map_header(pairs: int, resp: int) -> bytes:
+    """A map of ``pairs`` entries: ``%n`` in RESP3, a flat array of 2n items in RESP2."""
+    return b"%%%d\r\n" % pairs if resp == 3 else b"*%d\r\n" % (2 * pairs)
 
 
 def error(message: str) -> bytes:
@@ -78,9 +98,9 @@ def backend_error(reply: Reply) -> bytes:
     return error(f"ERR {reply.message} ({reply.code})")
 
 
-def flat_map(pairs: dict[str, Any]) -> bytes:
-    """A RESP2 map: a flat array of alternating names and values (HELLO's reply)."""
-    parts = [b"*%d\r\n" % (2 * len(pairs))]
+def flat_map(pairs: dict[str, Any], resp: int = 2) -> bytes:
+    """A map of names to str/int/list values (HELLO's reply, CONFIG GET's); see map_header."""
+    parts = [map_header(len(pairs), resp)]
     for name, value in pairs.items():
         parts.append(bulk(name))
         if isinstance(value, int):
