@@ -56,11 +56,12 @@ class Batch(GetDerivedReads):
         store = self._store
         store._lock.acquire()
         log = store._log
-        if store._closed or (log is not None and log.failed is not None):
+        failed = log.failed if log is not None else None
+        if store._closed or failed is not None:
             store._lock.release()
             if store._closed:
                 raise StorageError("the store is closed")
-            raise StorageError(f"the command log is being rewritten after an error ({log.failed})")
+            raise StorageError(f"the command log is being rewritten after an error ({failed})")
         if log is not None:
             # Memory-only stores cannot fail a write, so they need neither buffer nor undo.
             self._pending = store._pending = []

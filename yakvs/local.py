@@ -183,23 +183,24 @@ class LocalBackend(Backend):
                     ms = found[1]
                     append(encode_value_reply(found[0], -1 if ms is None else ms * NS_PER_MS))
                 continue
-            op = request.op  # type: ignore[union-attr]
+            req: Request = request  # type: ignore[assignment]  # not a tuple: a Request
+            op = req.op
             try:
                 if op is _SET:
-                    if request.expires_at is None and request.expires_in:
-                        self._set(request, target)  # not decoded by the server: pin it now
+                    if req.expires_at is None and req.expires_in:
+                        self._set(req, target)  # not decoded by the server: pin it now
                     else:
-                        target.set(request.key, request.value, expires_at=request.expires_at)
+                        target.set(req.key, req.value, expires_at=req.expires_at)
                     append(OK_LINE)
                 elif op is _GET:
-                    found = target.get(request.key)
+                    found = target.get(req.key)
                     if found is None:
                         append(_NOT_FOUND_LINE)
                     else:
                         ms = found[1]
                         append(encode_value_reply(found[0], -1 if ms is None else ms * NS_PER_MS))
                 else:
-                    append(encode_reply(handlers[op](request, target)))
+                    append(encode_reply(handlers[op](req, target)))
             except YakvsError as exc:
                 append(encode_reply(error_reply(exc)))
             except Exception:
@@ -208,11 +209,11 @@ class LocalBackend(Backend):
         return b"".join(out)
 
     async def execute(self, requests: Sequence[Request | FastRequest]) -> list[Reply]:
-        requests = [to_request(r) for r in requests]
+        full = [to_request(r) for r in requests]
         if not self.group_commit:
-            return self.run(requests)
+            return self.run(full)
         with self.store.deferred_sync():
-            replies = self.run(requests)
+            replies = self.run(full)
         if not await self._durable():
             # The writes are applied in memory and readers may already see them; the store's
             # recovery rewrite makes them durable unless the process dies first. So they did not
@@ -225,18 +226,18 @@ class LocalBackend(Backend):
             )
             replies = [
                 failed if r.ok and q.op in _WRITES else r
-                for q, r in zip(requests, replies, strict=True)
+                for q, r in zip(full, replies, strict=True)
             ]
         return replies
 
     def run(self, requests: Sequence[Request | FastRequest]) -> list[Reply]:
         """Execute ``requests`` in order, synchronously, as one store batch; errors are replies."""
-        requests = [to_request(r) for r in requests]
+        full = [to_request(r) for r in requests]
         try:
             with self.store.batch() as batch:
-                return self._run(batch, requests)
+                return self._run(batch, full)
         except StorageError:
-            return self._run(self.store, requests)  # see try_execute_encoded
+            return self._run(self.store, full)  # see try_execute_encoded
 
     def _run(self, target: _Target, requests: Sequence[Request]) -> list[Reply]:
         handlers = self._handlers

@@ -74,7 +74,7 @@ class RespConnection(asyncio.Protocol):
         self._release()
         self._closing = True
         self._pending.clear()
-        self._server.connections.discard(self)  # type: ignore[arg-type]
+        self._server.connections.discard(self)
 
     def pause_writing(self) -> None:
         self._paused_write = True
