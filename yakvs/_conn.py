@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 import orjson
 
+from yakvs._flow import FlowControlled
 from yakvs.errors import BadRequestError, TooLargeError, UnavailableError, YakvsError
 from yakvs.protocol import (
     FastRequest,
@@ -63,13 +64,12 @@ _RESP_REFUSALS = {
 }
 
 
-class Connection(asyncio.Protocol):
+class Connection(FlowControlled):
     """Serves one client. Created by :class:`~yakvs.server.Server` for every accepted socket."""
 
     __slots__ = (
         "_backend",
         "_buffer",
-        "_closing",
         "_done",
         "_execute_encoded",
         "_execute_now",
@@ -79,17 +79,12 @@ class Connection(asyncio.Protocol):
         "_head",
         "_held",
         "_max_line",
-        "_paused_reading",
-        "_paused_write",
-        "_queue",
         "_refusal",
         "_run_encoded",
         "_server",
         "_set_line",
-        "_task",
         "_turn_add",
         "peer",
-        "transport",
     )
 
     def __init__(self, server: Server) -> None:
@@ -110,6 +105,7 @@ class Connection(asyncio.Protocol):
         self._buffer = LineBuffer(server.config.max_request_size)
         self._max_line = server.config.max_request_size
         self._queue: deque[_Batch] = deque()
+        self._queue_limit = server.config.max_pending_batches
         self._task: asyncio.Future[list[Reply]] | object | None = None
         self._first = True
         self._head = b""
@@ -172,15 +168,6 @@ class Connection(asyncio.Protocol):
         self._closing = True
         self._queue.clear()
         self._server.connections.discard(self)
-
-    def pause_writing(self) -> None:
-        # The client is not reading its replies: stop answering and reading until it catches up.
-        self._paused_write = True
-        self._update_reading()
-
-    def resume_writing(self) -> None:
-        self._paused_write = False
-        self._pump()
 
     def data_received(self, data: bytes) -> None:
         execute = self._execute_encoded
@@ -424,37 +411,6 @@ class Connection(asyncio.Protocol):
         else:
             transport.write(b"".join([encode_reply(r) for r in replies]))
 
-    def _update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        pause = (
-            self._paused_write
-            or self._closing
-            or len(self._queue) >= self._server.config.max_pending_batches
-        )
-        if pause and not self._paused_reading:
-            self._paused_reading = True
-            transport.pause_reading()
-        elif not pause and self._paused_reading:
-            self._paused_reading = False
-            transport.resume_reading()
-
-    def _close(self) -> None:
-        self._closing = True
-        self._queue.clear()
-        if self.transport is not None:
-            self.transport.close()
-
-    def stop_reading(self) -> None:
-        """Shutdown: answer what was already received, read nothing more."""
-        self._closing = True
-        self._update_reading()
-
-    @property
-    def busy(self) -> bool:
-        """True while a batch is being executed or waits to be."""
-        return self._task is not None or bool(self._queue)
 
 
 def _all_gets(requests: list[Request | FastRequest]) -> bool:

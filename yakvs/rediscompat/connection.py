@@ -16,6 +16,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
+from yakvs._flow import FlowControlled
 from yakvs.protocol import Reply, Request
 from yakvs.rediscompat import fast
 from yakvs.rediscompat.admin import Session
@@ -35,7 +36,7 @@ _DEFERRED = object()
 MAX_PENDING = 1024
 
 
-class RespConnection(asyncio.Protocol):
+class RespConnection(FlowControlled):
     """Serves one RESP client; created by the JSON-lines Connection that detected RESP."""
 
     def __init__(self, server: Server, transport: asyncio.Transport, peer: str) -> None:
@@ -48,7 +49,8 @@ class RespConnection(asyncio.Protocol):
         self._turn_add = turn.add if turn is not None and self._store is not None else None
         self._done = self._deferred_done
         self._parser = RespParser(server.config.max_request_size)
-        self._pending: deque[list[bytes] | RespProtocolError] = deque()
+        self._queue: deque[list[bytes] | RespProtocolError] = deque()
+        self._queue_limit = MAX_PENDING
         self._task: asyncio.Future[list[Reply]] | object | None = None
         self._closing = False
         self._held = 0  # parser bytes counted in server.buffered_bytes
@@ -73,23 +75,15 @@ class RespConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
         self._closing = True
-        self._pending.clear()
+        self._queue.clear()
         self._server.connections.discard(self)
-
-    def pause_writing(self) -> None:
-        self._paused_write = True
-        self._update_reading()
-
-    def resume_writing(self) -> None:
-        self._paused_write = False
-        self._pump()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
         parser = self._parser
         store = self._store
-        hot = store is not None and self._task is None and not self._pending and not (
+        hot = store is not None and self._task is None and not self._queue and not (
             self._paused_write
         )
         if hot and data[:1] == b"*" and parser.idle and len(data) <= parser.max_command_size:
@@ -123,7 +117,7 @@ class RespConnection(asyncio.Protocol):
                     write(fast.run(store, split[done : done + MAX_BATCH], nil))  # type: ignore[arg-type]
                     done += MAX_BATCH
                 if done < len(split):
-                    self._pending.extend(split[done:])
+                    self._queue.extend(split[done:])
                     self._update_reading()
                 return
         parser.feed(data)
@@ -138,7 +132,7 @@ class RespConnection(asyncio.Protocol):
                         break
                     commands.append(argv)
             except RespProtocolError:
-                self._pending.extend(commands)
+                self._queue.extend(commands)
                 self._pull()  # queues the error after the commands
                 self._pump()
                 return
@@ -158,7 +152,7 @@ class RespConnection(asyncio.Protocol):
                         self._account()
                     return
             else:
-                self._pending.extend(commands)
+                self._queue.extend(commands)
         self._pull()
         self._pump()
         self._account()
@@ -182,7 +176,7 @@ class RespConnection(asyncio.Protocol):
         self._held = 0
 
     def eof_received(self) -> bool | None:
-        if self._task is None and not self._pending:
+        if self._task is None and not self._queue:
             return None
         self._closing = True  # answer what was sent, then close (see _pump)
         return True
@@ -191,7 +185,7 @@ class RespConnection(asyncio.Protocol):
 
     def _pull(self) -> None:
         """Move complete commands from the parser to the queue, up to MAX_PENDING."""
-        pending, parser = self._pending, self._parser
+        pending, parser = self._queue, self._parser
         try:
             while len(pending) < MAX_PENDING:
                 argv = parser.next_command()
@@ -203,7 +197,7 @@ class RespConnection(asyncio.Protocol):
             pending.append(exc)
 
     def _pump(self) -> None:
-        pending = self._pending
+        pending = self._queue
         while pending and self._task is None and not self._paused_write:
             plan: list[Planned] = []
             close = False
@@ -252,7 +246,7 @@ class RespConnection(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             transport.write(out)
         parser = self._parser
-        if self._pending or self._closing or self._paused_reading or not parser.idle:
+        if self._queue or self._closing or self._paused_reading or not parser.idle:
             self._pull()
             self._pump()
 
@@ -289,32 +283,3 @@ class RespConnection(asyncio.Protocol):
         transport.write(b"".join(out) if len(out) != 1 else out[0])
         if close:
             self._close()
-
-    def _update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        pause = (
-            self._paused_write or self._closing or len(self._pending) >= MAX_PENDING
-        )
-        if pause and not self._paused_reading:
-            self._paused_reading = True
-            transport.pause_reading()
-        elif not pause and self._paused_reading:
-            self._paused_reading = False
-            transport.resume_reading()
-
-    def _close(self) -> None:
-        self._closing = True
-        self._pending.clear()
-        if self.transport is not None:
-            self.transport.close()
-
-    def stop_reading(self) -> None:
-        """Shutdown: answer what was already received, read nothing more."""
-        self._closing = True
-        self._update_reading()
-
-    @property
-    def busy(self) -> bool:
-        return self._task is not None or bool(self._pending)
