@@ -43,6 +43,7 @@ def test_joiner_started_before_its_seed_waits_then_joins(tmp_path):
         # retried: the impostor exits at once with the reason.
         raft, tcp, api = (f"127.0.0.1:{p}" for p in free_ports(3))
         impostor = NodeProc("n2", raft, tcp, api, tmp_path / "impostor")
+        cluster.nodes.append(impostor)  # killed by cluster.close() whatever happens
         started = time.monotonic()
         impostor.start(join=seed.api, extra=["--join-timeout", "60"])
         assert impostor.proc.wait(30) == 3
