@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis
 
-import yakvs.store
+import yakvs._rewrite
 from yakvs.errors import StorageError
 from yakvs.store import Store
 from yakvs.testing.server import run_server
@@ -150,7 +150,7 @@ def test_failed_batch_with_expire_persist_flush_is_undone(tmp_path: Path, monkey
 def test_flush_during_a_rewrite_is_in_the_new_log(tmp_path: Path, monkeypatch) -> None:
     """F arriving while the snapshot is written goes after the snapshot in the new file."""
     path = tmp_path / "kv.log"
-    real = yakvs.store.write_snapshot
+    real = yakvs._rewrite.write_snapshot
 
     with Store(path=path, fsync="no", background=False) as store:
         for i in range(100):
@@ -162,7 +162,7 @@ def test_flush_during_a_rewrite_is_in_the_new_log(tmp_path: Path, monkeypatch) -
             store.set("after", "1", expires_at=FAR)
             return result
 
-        monkeypatch.setattr(yakvs.store, "write_snapshot", snapshot_then_flush)
+        monkeypatch.setattr(yakvs._rewrite, "write_snapshot", snapshot_then_flush)
         store.compact()
         assert store.stats["rewrites"] == 1
         assert sorted(store.items()) == [("after", "1", FAR)]
