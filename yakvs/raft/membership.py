@@ -20,6 +20,11 @@ from yakvs.raft.node import RaftNode
 
 logger = logging.getLogger(__name__)
 
+# Seconds an admin call waits for a usable leader before answering 503. Longer than a client
+# write's wait (RaftConfig.leader_wait): an operator's or a joiner's call can sit out an
+# election on a busy machine, and stays below forward()'s 20 s so a forwarded call still answers.
+ADMIN_LEADER_WAIT = 10.0
+
 
 class MembershipError(Exception):
     """A refused membership change; ``status`` is the HTTP status the API answers with."""
@@ -80,7 +85,7 @@ class Membership:
         """None when this node leads; otherwise the leader's API answer to the same call."""
         node = self.node
         if not node.is_leader:
-            await node.wait_leader(node.config.leader_wait)
+            await node.wait_leader(max(node.config.leader_wait, ADMIN_LEADER_WAIT))
         if node.is_leader:
             return None
         leader = node.leader_member()
@@ -159,7 +164,7 @@ class Membership:
             raise MembershipError(409, "the last member cannot leave")
         if node.is_leader:
             await self._transfer_leadership()
-        await node.wait_leader(node.config.leader_wait * 2)
+        await node.wait_leader(max(node.config.leader_wait, ADMIN_LEADER_WAIT))
         leader = node.leader_member()
         if leader is None:
             raise MembershipError(503, "leader unknown")
