@@ -97,7 +97,7 @@ async def _mark_serving(node: RaftNode, server: Server) -> None:
               help="Join through the admin API (H:P) of any member.")
 @click.option("--join-timeout", type=click.FloatRange(min=0.0), default=60.0, show_default=True,
               help="Seconds to keep retrying --join (seed not up yet, no leader, busy) before "
-                   "giving up; also bounds a --bootstrap node's first election.")
+                   "giving up; also bounds a --bootstrap node's first election (10 s at least).")
 @click.option("--secret", default=None, show_default=False,
               help="Cluster secret: raft encryption password and admin API bearer token.")
 @click.option("--read-consistency", "-read-consistency",

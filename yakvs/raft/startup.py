@@ -58,14 +58,15 @@ async def bring_up(node: RaftNode, membership: Membership) -> None:
 
 async def _bootstrap(node: RaftNode) -> None:
     cfg = node.config
+    # A one-node cluster elects itself within the election timeout, unless the machine is
+    # too busy to tick: wait as long as a joiner would (10 s at least, as before the flag).
+    patience = max(10.0, cfg.join_timeout)
     node.start_sync([])
     try:
-        # A one-node cluster elects itself within the election timeout, unless the machine is
-        # too busy to tick: wait as long as a joiner would.
-        await node.wait_leader(cfg.join_timeout)
+        await node.wait_leader(patience)
         # add_member sets the same entry however often it is applied: safe to retry.
         await node.call(node.state.add_member, cfg.node_id, cfg.raft, cfg.tcp, cfg.api,
-                        timeout=cfg.join_timeout, idempotent=True)
+                        timeout=patience, idempotent=True)
     except Exception as exc:
         raise StartupError(f"bootstrap failed: {exc}") from exc
     node.save_meta()
