@@ -4,10 +4,14 @@ refusal."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
+from yakvs.raft.config import StartupError
+from yakvs.raft.membership import MembershipError
+from yakvs.raft.startup import _patiently
 from yakvs.testing.cluster import Cluster, NodeProc, free_ports
 
 pytestmark = pytest.mark.timeout(120)
@@ -74,3 +78,35 @@ def test_joiner_gives_up_when_the_seed_never_comes_up(tmp_path):
         assert not (tmp_path / "n1" / "node.json").exists()
     finally:
         cluster.close()
+
+
+def test_retry_classification_of_admin_answers():
+    """5xx, 421 and unreachable are waited out; 4xx refusals end the start at once; the time
+    budget is kept."""
+    async def run(answers: list, budget: float):
+        calls = []
+
+        async def attempt(timeout: float) -> str:
+            assert 0 < timeout <= budget + 0.1
+            calls.append(timeout)
+            answer = answers[min(len(calls), len(answers)) - 1]
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            return await _patiently("join via x", attempt, started + budget, budget), calls
+        finally:
+            assert loop.time() - started < budget + 1.0
+
+    flaky = [MembershipError(502, "cannot reach x"), MembershipError(503, "no leader"),
+             MembershipError(421, "not the leader"), MembershipError(504, "timed out"), "ok"]
+    result, calls = asyncio.run(run(flaky, 10.0))
+    assert result == "ok" and len(calls) == 5
+    for status in (400, 401, 404, 409):
+        with pytest.raises(StartupError, match="refused: nope"):
+            asyncio.run(run([MembershipError(status, "nope")], 10.0))
+    with pytest.raises(StartupError, match=r"gave up after 0\.5 s .*: still down"):
+        asyncio.run(run([MembershipError(502, "still down")], 0.5))
