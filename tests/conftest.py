@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import yakvs
+from yakvs.testing.redis import REDIS_SERVER, run_redis
 from yakvs.testing.server import ServerHandle, Wire, run_server
 
 # Server and cluster processes the tests spawn must run the code under test, not whatever yakvs
@@ -43,3 +44,20 @@ def wire_factory(server):
     yield make
     for w in made:
         w.close()
+
+
+@pytest.fixture(scope="module")
+def yakvs_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """One standalone server per test module, for the Redis-protocol comparisons."""
+    with run_server(tmp_path_factory.mktemp("yakvs")) as handle:
+        yield handle.host, handle.port
+
+
+@pytest.fixture(scope="module")
+def redis_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int] | None]:
+    """A real redis-server 7 per test module, or None where it is not installed."""
+    if REDIS_SERVER is None:
+        yield None
+        return
+    with run_redis(tmp_path_factory.mktemp("redis")) as addr:
+        yield addr

@@ -136,21 +136,6 @@ CASES: dict[str, list[tuple[Any, ...]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def yakvs_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    with run_server(tmp_path_factory.mktemp("yakvs")) as handle:
-        yield handle.host, handle.port
-
-
-@pytest.fixture(scope="module")
-def redis_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int] | None]:
-    if REDIS_SERVER is None:
-        yield None
-        return
-    with run_redis(tmp_path_factory.mktemp("redis")) as addr:
-        yield addr
-
-
 @pytest.fixture
 def yakvs_client(yakvs_addr: tuple[str, int]) -> Iterator[redis.Redis]:
     client = redis.Redis(*yakvs_addr, protocol=2, socket_timeout=10)

@@ -13,15 +13,13 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from yakvs.testing.redis import REDIS_CLI, REDIS_SERVER, run_redis
-from yakvs.testing.server import run_server
+from yakvs.testing.redis import REDIS_CLI
 
 # (command, the reply yakvs must send); None = no pinned reply, only the comparison with Redis.
 SESSION: list[tuple[bytes, bytes | None]] = [
@@ -96,21 +94,6 @@ def _complete(data: bytes) -> bool:
         while stack and stack[-1] == 0:
             stack.pop()
     return pos == len(data)
-
-
-@pytest.fixture(scope="module")
-def yakvs_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    with run_server(tmp_path_factory.mktemp("yakvs")) as handle:
-        yield handle.host, handle.port
-
-
-@pytest.fixture(scope="module")
-def redis_addr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int] | None]:
-    if REDIS_SERVER is None:
-        yield None
-        return
-    with run_redis(tmp_path_factory.mktemp("redis")) as addr:
-        yield addr
 
 
 def test_raw_resp3_replies_as_redis(yakvs_addr: Any, redis_addr: Any) -> None:
