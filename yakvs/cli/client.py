@@ -116,7 +116,8 @@ def main(
             code = run_repl(conn, printer)
         else:
             # Bytes, decoded line by line, so one bad line is reported by number, not fatal.
-            code = run_lines(conn, printer, click.get_binary_stream("stdin"))
+            # sys.stdin.buffer: click 8.5 deprecates get_binary_stream, which only returned it.
+            code = run_lines(conn, printer, sys.stdin.buffer)
     except BrokenPipeError:
         # `yakvs-client keys | head -1`: the reader left; stop quietly, as cat does.
         _silence_stdout()
