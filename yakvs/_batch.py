@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 _dumps = orjson.dumps
 _JSONError = orjson.JSONEncodeError
-_NOT_UNICODE = "key and value must be valid Unicode (no lone surrogates)"
 # (key, value before, expiry before); value None = the key did not exist.
 Undo = list[tuple[str, str | None, int | None]]
 
@@ -134,7 +133,8 @@ class Batch(GetDerivedReads):
 
     def put(self, key: str, value: str, at: int | None) -> None:
         """:meth:`set` for input the protocol decoder validated (key a non-empty str, value a
-        str, ``at`` None or a sane epoch ms): the server's hot path, without the checks."""
+        str -- bytes from RESP decoded with surrogateescape included --, ``at`` None or a sane
+        epoch ms): the server's hot path, without the checks."""
         pending = self._pending
         if pending is None:
             self._data[key] = value
@@ -143,13 +143,15 @@ class Batch(GetDerivedReads):
         try:
             payload = _dumps(("S", key, value, at or 0))
         except _JSONError:
-            raise BadRequestError(_NOT_UNICODE) from None
+            payload = binary_payload(("S", key, value, at or 0))  # BadRequestError if not bytes
         pending.append(b"%08x %b\n" % (crc32(payload), payload))
         data = self._data
         old = data.get(key)
         data[key] = value
         i = self._ttl_keys.get(key)
-        if i is not None and at is not None:  # a TTL replaced by another (caches): no call
+        if i is None and at is None:  # no TTL before or after (the common SET): no call
+            self._undo.append((key, old, None))  # type: ignore[union-attr]
+        elif i is not None and at is not None:  # a TTL replaced by another (caches): no call
             ttl_at = self._ttl_at
             self._undo.append((key, old, ttl_at[i]))  # type: ignore[union-attr]
             ttl_at[i] = at

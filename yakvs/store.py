@@ -169,13 +169,14 @@ class Store(Compaction, GetDerivedReads):
 
     def put(self, key: str, value: str, at: int | None) -> None:
         """:meth:`set` for input the protocol decoder validated (key a non-empty str, value a
-        str, ``at`` None or a sane epoch ms): the server's hot path, without the checks."""
+        str -- bytes from RESP decoded with surrogateescape included --, ``at`` None or a sane
+        epoch ms): the server's hot path, without the checks."""
         rec = None
         if self._log is not None:
             try:
                 payload = _dumps(("S", key, value, at or 0))
             except orjson.JSONEncodeError:
-                raise BadRequestError(_NOT_UNICODE) from None
+                payload = binary_payload(("S", key, value, at or 0))  # BadRequestError if not bytes
             rec = b"%08x %b\n" % (crc32(payload), payload)
         with self._lock:
             self._append(rec)

@@ -48,6 +48,7 @@ class RespConnection(FlowControlled):
         turn = getattr(server.backend, "write_turn", None)
         self._turn_add = turn.add if turn is not None and self._store is not None else None
         self._done = self._deferred_done
+        self._parked = False  # commands wait in the parser behind a deferred batch
         self._parser = RespParser(server.config.max_request_size)
         self._queue: deque[list[bytes] | RespProtocolError] = deque()
         self._queue_limit = MAX_PENDING
@@ -97,7 +98,7 @@ class RespConnection(FlowControlled):
                     )
                 else:
                     self._task = _DEFERRED
-                    self._turn_add(fast.runner(self.session.nil), split, self._done)
+                    self._turn_add(fast.set_one, split[0], self._done)
                 return
             split = fast.split_arrays(data, parser.max_bulk_len, parser.max_multibulk_len)
             if split is not None and fast.plain(split):
@@ -141,6 +142,7 @@ class RespConnection(FlowControlled):
                 if self._turn_add is not None and not fast.all_gets(commands):
                     # The rest of this read waits in the parser until the turn's write is done.
                     self._task = _DEFERRED
+                    self._parked = True
                     self._turn_add(fast.runner(self.session.nil), commands, self._done)
                     self._account()
                     return
@@ -245,8 +247,8 @@ class RespConnection(FlowControlled):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(out)
-        parser = self._parser
-        if self._queue or self._closing or self._paused_reading or not parser.idle:
+        if self._queue or self._closing or self._paused_reading or self._parked:
+            self._parked = False
             self._pull()
             self._pump()
 

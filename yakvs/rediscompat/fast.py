@@ -137,6 +137,19 @@ def run(store: Store, commands: list[list[bytes]], nil: bytes = NIL) -> bytes:
         return run_on(store, commands, nil)
 
 
+def set_one(target: Any, argv: list[bytes]) -> bytes:
+    """One plain ``SET key value`` against ``target``: a write turn's runner for one client."""
+    try:
+        target.put(
+            argv[1].decode("utf-8", "surrogateescape"),
+            argv[2].decode("utf-8", "surrogateescape"),
+            None,
+        )
+    except YakvsError as exc:
+        return error(f"ERR {exc.message} ({exc.code})")
+    return OK
+
+
 def runner(nil: bytes) -> Callable[[Any, list[list[bytes]]], bytes]:
     """:func:`run_on` as a write turn calls it, ``(target, commands)``; a miss answers ``nil``."""
     return run_on if nil == NIL else _RUN_ON_RESP3
