@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 _GET: Final = frozenset({b"GET", b"get", b"Get"})
 _SET: Final = frozenset({b"SET", b"set", b"Set"})
+# "$0".."$4095": the length header of a bulk string, looked up instead of formatted.
+_NBULK: Final = 4096
+_BULK: Final = [b"$%d" % n for n in range(_NBULK)]
 
 
 def store_for(backend: Any) -> Store | None:
@@ -43,19 +46,21 @@ def split_one(data: bytes, max_bulk: int) -> list[list[bytes]] | None:
         if parts[0] != b"*2" or parts[1] != b"$3" or parts[2] not in _GET or parts[5]:
             return None
         key = parts[4]
-        if not key or parts[3] != b"$%d" % len(key) or len(key) > max_bulk:
+        n = len(key)
+        if not key or n > max_bulk or parts[3] != (_BULK[n] if n < _NBULK else b"$%d" % n):
             return None
         return [[parts[2], key]]
     if n == 8:
         if parts[0] != b"*3" or parts[1] != b"$3" or parts[2] not in _SET or parts[7]:
             return None
         key, value = parts[4], parts[6]
+        n, m = len(key), len(value)
         if (
             not key
-            or parts[3] != b"$%d" % len(key)
-            or parts[5] != b"$%d" % len(value)
-            or len(key) > max_bulk
-            or len(value) > max_bulk
+            or n > max_bulk
+            or m > max_bulk
+            or parts[3] != (_BULK[n] if n < _NBULK else b"$%d" % n)
+            or parts[5] != (_BULK[m] if m < _NBULK else b"$%d" % m)
         ):
             return None
         return [[parts[2], key, value]]
