@@ -55,7 +55,9 @@ class LocalBackend(Backend):
     ``deferred_sync()``, then waits for one ``store.sync()`` (in a worker thread, so the loop keeps
     reading) shared by every batch of the same loop turn. Replies of any batch -- reads included --
     wait for a sync that *began after* the batch ran, so nobody is told about data that could
-    still be lost. Otherwise :meth:`try_execute_now` answers synchronously (the server's fast path).
+    still be lost. Otherwise :meth:`try_execute_now` answers synchronously (the server's fast path)
+    and the connections hand batches holding writes to :attr:`write_turn`, so that the writes of
+    one loop turn share one log write (yakvs/_turn.py).
     """
 
     def __init__(
