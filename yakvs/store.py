@@ -58,14 +58,13 @@ from yakvs._log import (
 )
 from yakvs._replay import apply_records, open_log
 from yakvs._rewrite import Compaction
+from yakvs._upkeep import Upkeep
 from yakvs.errors import BadRequestError, StorageError
 
 logger = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("always", "everysec", "no")
 __all__ = ["FSYNC_POLICIES", "MAX_EXPIRES_AT", "MAX_TTL_MS", "Store", "StoreConfig"]
-_SAMPLE = 20  # keys per active-expiry sample, as Redis
-_CYCLE_BUDGET_S = 0.005  # active expiry time per tick; ticks come ~10 times a second
 _NOT_UNICODE = "key and value must be valid Unicode (no lone surrogates)"
 _dumps = orjson.dumps
 _time_ns = time.time_ns
@@ -84,7 +83,7 @@ class StoreConfig:
     local_expiry: bool = True
 
 
-class Store(Compaction, GetDerivedReads):
+class Store(Upkeep, Compaction, GetDerivedReads):
     """Thread-safe key-value store; see the module docstring for the durability contract."""
 
     def __init__(self, config: StoreConfig | None = None, **kwargs: Any) -> None:
@@ -287,73 +286,6 @@ class Store(Compaction, GetDerivedReads):
 
     # -- durability -----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def deferred_sync(self) -> Iterator[None]:
-        """Group commit: fsync=always writes inside are written but not fsynced; call sync()."""
-        with self._lock:
-            self._deferred += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._deferred -= 1
-
-    def sync(self) -> None:
-        """fsync everything written so far. Safe from another thread while writes go on."""
-        with self._sync_lock:
-            with self._lock:
-                log = self._log
-                if log is None or log.size <= log.synced:
-                    return
-                fd, size = log.fd, log.size
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                # After a failed fsync Linux may drop the dirty pages and report success next
-                # time, so the file can no longer be trusted: refuse writes until a rewrite from
-                # memory (started by tick()) has produced a fully fsynced log again.
-                with self._lock:
-                    log.errors += 1
-                    log.failed = f"fsync failed: {exc.strerror}"
-                raise StorageError(f"fsync of the command log failed: {exc.strerror}") from exc
-            with self._lock:
-                if log.fd == fd and size > log.synced:  # else a rewrite replaced the file
-                    log.synced = size
-                self._last_fsync = time.monotonic()
-
-    def tick(self) -> None:
-        """One round of periodic work; call ~10 times a second when background=False.
-
-        Never waits for the disk: the periodic fsync runs in a short-lived thread, a rewrite in
-        its own thread; the active expiry step is bounded to a few milliseconds.
-        """
-        self._tick(inline_sync=False)
-
-    def _tick(self, inline_sync: bool) -> None:
-        log = self._log
-        if (
-            log is not None
-            and self.config.fsync != "no"
-            and time.monotonic() - self._last_fsync >= 1.0
-            and log.synced < log.size
-        ):
-            if inline_sync:
-                self._periodic_sync()
-            elif self._sync_thread is None or not self._sync_thread.is_alive():
-                self._sync_thread = threading.Thread(
-                    target=self._periodic_sync, name="yakvs-fsync", daemon=True
-                )
-                self._sync_thread.start()
-        if self.config.local_expiry:
-            self._active_expire_cycle()
-        self._maybe_compact()
-
-    def _periodic_sync(self) -> None:
-        try:
-            self.sync()
-        except StorageError as exc:
-            logger.error("periodic fsync failed: %s", exc)
-
     @property
     def stats(self) -> dict[str, Any]:
         running, log = self._rewrite_thread, self._log
@@ -452,26 +384,5 @@ class Store(Compaction, GetDerivedReads):
             self._exp.discard(k)
         self._counters["expired_keys"] += len(keys)
 
-    def _active_expire_cycle(self) -> None:
-        deadline = time.perf_counter() + _CYCLE_BUDGET_S
-        while True:
-            with self._lock:
-                sample = self._exp.sample(_SAMPLE, self._rng)
-                if not sample:
-                    return
-                now = now_ms()
-                expired = list({k for k, at in sample if at <= now})
-                if expired:
-                    self._reclaim(expired)
-            if len(expired) * 4 <= len(sample) or time.perf_counter() > deadline:
-                return
-
     def _apply_replay(self, records: list[Any]) -> None:
         apply_records(records, self._data, self._exp, self._replay_now)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            try:
-                self._tick(inline_sync=True)
-            except Exception:
-                logger.exception("store background work failed")
