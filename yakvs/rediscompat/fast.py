@@ -41,8 +41,8 @@ def split_one(data: bytes, max_bulk: int) -> list[list[bytes]] | None:
     piece after it, so a bulk holding a CRLF (or anything unusual) goes to the general parser.
     """
     parts = data.split(b"\r\n")
-    n = len(parts)
-    if n == 6:
+    count = len(parts)
+    if count == 6:
         if parts[0] != b"*2" or parts[1] != b"$3" or parts[2] not in _GET or parts[5]:
             return None
         key = parts[4]
@@ -50,7 +50,7 @@ def split_one(data: bytes, max_bulk: int) -> list[list[bytes]] | None:
         if not key or n > max_bulk or parts[3] != (_BULK[n] if n < _NBULK else b"$%d" % n):
             return None
         return [[parts[2], key]]
-    if n == 8:
+    if count == 8:
         if parts[0] != b"*3" or parts[1] != b"$3" or parts[2] not in _SET or parts[7]:
             return None
         key, value = parts[4], parts[6]
