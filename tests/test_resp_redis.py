@@ -7,9 +7,7 @@ Skipped when redis-server is not installed.
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import time
 
 import pytest
@@ -17,48 +15,20 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from yakvs.resp import RespParser, RespProtocolError, encode_bulk, encode_command
+from yakvs.testing.redis import REDIS_SERVER, run_redis
 
 try:
     import hiredis
 except ImportError:
     hiredis = None
 
-REDIS = shutil.which("redis-server")
-pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed")
 
 
 @pytest.fixture(scope="module")
 def redis_addr(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("redis")
-    for _attempt in range(3):  # the free port can be taken between probe and bind
-        port = _free_port()
-        flags = ["--save", "", "--appendonly", "no", "--proto-max-bulk-len", "1mb"]
-        proc = subprocess.Popen(
-            [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), *flags],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        if proc.poll() is None:
-            try:
-                yield ("127.0.0.1", port)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=10)
-            return
-    pytest.fail("redis-server did not start")
+    with run_redis(tmp_path_factory.mktemp("redis"), "--proto-max-bulk-len", "1mb") as addr:
+        yield addr
 
 
 def ask_redis(addr, data: bytes, expect_len: int, expect_eof: bool, linger: float = 0) -> bytes:
