@@ -23,9 +23,9 @@ from zlib import crc32
 
 import orjson
 
-from yakvs._expiry import GetDerivedReads, check_key, expiry_ms, now_ms
-from yakvs._log import FLUSH_RECORD, binary_payload
-from yakvs.errors import BadRequestError, StorageError
+from yakvs._expiry import GetDerivedReads, check_key, checked_set, expiry_ms, now_ms
+from yakvs._log import FLUSH_RECORD, binary_payload, encode
+from yakvs.errors import StorageError
 
 if TYPE_CHECKING:
     from yakvs.store import Store
@@ -109,19 +109,11 @@ class Batch(GetDerivedReads):
     def set(
         self, key: str, value: str, ttl: float | None = None, *, expires_at: int | None = None
     ) -> None:
-        if type(key) is not str or not key:
-            check_key(key)
-        if type(value) is not str:
-            raise BadRequestError("value must be a string")
-        at = 0 if ttl is None and expires_at is None else expiry_ms(ttl, expires_at)
+        at = checked_set(key, value, ttl, expires_at)
         data, ttl_keys = self._data, self._ttl_keys
         pending = self._pending
         if pending is not None:
-            try:
-                payload = _dumps(("S", key, value, at))
-            except _JSONError:
-                payload = binary_payload(("S", key, value, at))
-            pending.append(b"%08x %b\n" % (crc32(payload), payload))
+            pending.append(encode(("S", key, value, at)))
             self._undo.append(  # type: ignore[union-attr]
                 (key, data.get(key), self._exp.get(key) if key in ttl_keys else None)
             )

@@ -148,6 +148,15 @@ def check_key(key: object) -> None:
         raise BadRequestError("Key is required")
 
 
+def checked_set(key: object, value: object, ttl: float | None, expires_at: int | None) -> int:
+    """Check the arguments of ``set`` (store or batch); the absolute expiry in ms, 0 for none."""
+    if type(key) is not str or not key:
+        check_key(key)
+    if type(value) is not str:
+        raise BadRequestError("value must be a string")
+    return 0 if ttl is None and expires_at is None else expiry_ms(ttl, expires_at)
+
+
 def expiry_ms(ttl: float | None, expires_at: int | None) -> int:
     """Absolute expiry in epoch ms from exactly one of ttl (seconds) or expires_at (epoch ms)."""
     if ttl is not None:

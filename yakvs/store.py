@@ -47,6 +47,7 @@ from yakvs._expiry import (
     Expiries,
     GetDerivedReads,
     check_key,
+    checked_set,
     expiry_ms,
     now_ms,
 )
@@ -145,19 +146,8 @@ class Store(Upkeep, Compaction, GetDerivedReads):
         self, key: str, value: str, ttl: float | None = None, *, expires_at: int | None = None
     ) -> None:
         """Store ``value`` at ``key``; ttl in seconds or expires_at in epoch ms, else no expiry."""
-        # The hot path of the server: checks and encoding inlined, calls only on the rare branch.
-        if type(key) is not str or not key:
-            check_key(key)
-        if type(value) is not str:
-            raise BadRequestError("value must be a string")
-        at = 0 if ttl is None and expires_at is None else expiry_ms(ttl, expires_at)
-        rec = None
-        if self._log is not None:
-            try:
-                payload = _dumps(("S", key, value, at))
-            except orjson.JSONEncodeError:
-                payload = binary_payload(("S", key, value, at))
-            rec = b"%08x %b\n" % (crc32(payload), payload)
+        at = checked_set(key, value, ttl, expires_at)
+        rec = encode(("S", key, value, at)) if self._log is not None else None
         with self._lock:
             self._append(rec)
             self._data[key] = value

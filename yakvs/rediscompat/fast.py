@@ -174,8 +174,8 @@ def run_on(target: Any, commands: list[list[bytes]], nil: bytes = NIL) -> bytes:
                 else:
                     data = found[0].encode("utf-8", "surrogateescape")
                     append(b"$%d\r\n%b\r\n" % (len(data), data))
-            else:
-                target.set(key, argv[2].decode("utf-8", "surrogateescape"))
+            else:  # plain() checked the key is not empty; put() is binary-safe
+                target.put(key, argv[2].decode("utf-8", "surrogateescape"), None)
                 append(OK)
         except YakvsError as exc:
             append(error(f"ERR {exc.message} ({exc.code})"))
