@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 import orjson
 
+from yakvs._flow import DEFERRED as _DEFERRED
 from yakvs._flow import FlowControlled
 from yakvs.errors import BadRequestError, TooLargeError, UnavailableError, YakvsError
 from yakvs.protocol import (
@@ -47,8 +48,6 @@ _NOT_OBJECT = error_reply(BadRequestError("Invalid command format: expected a JS
 _Batch = tuple[list[Request | FastRequest], list[tuple[int, Reply]] | None]
 # Queued after the last batch when the connection must close once that batch is answered.
 _CLOSE: _Batch = ([], None)
-# In place of the backend call's future while a batch waits for the loop turn's shared log write.
-_DEFERRED = object()
 _SET, _GET = Op.SET, Op.GET
 _loads = orjson.loads
 # A connection over --max-clients (or during shutdown) is answered in its own protocol, so it

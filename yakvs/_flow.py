@@ -12,6 +12,10 @@ import asyncio
 from collections import deque
 from typing import Any
 
+# Stands in ``_task`` for the backend call's future while a batch waits for the loop turn's
+# shared log write (yakvs/_turn.py).
+DEFERRED = object()
+
 
 class FlowControlled(asyncio.Protocol):
     """The base of :class:`~yakvs._conn.Connection` and ``RespConnection``.

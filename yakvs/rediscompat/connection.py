@@ -16,6 +16,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
+from yakvs._flow import DEFERRED as _DEFERRED
 from yakvs._flow import FlowControlled
 from yakvs.protocol import Reply, Request
 from yakvs.rediscompat import fast
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 64
-# In place of the backend call's future while a batch waits for the loop turn's shared log write.
-_DEFERRED = object()
 # Parsed commands held per connection before reading pauses (the rest waits in the socket).
 MAX_PENDING = 1024
 
